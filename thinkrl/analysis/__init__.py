@@ -1,0 +1,1 @@
+"""Training dynamics (response length, reflection words, mode mix) and the run report."""

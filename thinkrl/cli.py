@@ -1,0 +1,114 @@
+"""``thinkrl`` command line: train, eval, demo, report, pretrain, config.
+
+    thinkrl train configs/demo.yaml algorithm.beta=0.0 rollout.group_size=16
+    thinkrl train configs/demo.yaml --resume
+    thinkrl config configs/demo.yaml train.lr=1e-5        # print the resolved config
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from thinkrl import __version__
+
+TRAIN_EPILOG = """\
+Overrides are dotted key=value pairs applied over the YAML file, e.g.
+  algorithm.beta=0.0 rollout.group_size=16 train.lr=1e-5 'rollout.stop_strings=[</answer>]'
+Every field is documented in thinkrl/config.py and in `thinkrl config --help`.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/); omit to start from the defaults")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm.beta=0.0")
+
+
+def _split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    # `thinkrl train a=b c=d` (no YAML) is allowed: a first positional with '=' is an override.
+    if args.config is not None and "=" in args.config:
+        return None, [args.config, *args.overrides]
+    return args.config, list(args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from thinkrl.config import load_config
+    from thinkrl.train import GRPOTrainer
+
+    path, overrides = _split_config_and_overrides(args)
+    if args.resume:
+        overrides.append("train.resume=true")
+    cfg = load_config(path, overrides)
+    trainer = GRPOTrainer(cfg)
+    history = trainer.train()
+    if history:
+        last = history[-1]
+        keys = [k for k in ("reward/mean", "accuracy", "format_rate", "completion/len_mean") if k in last]
+        print("final step", last["step"], " ".join(f"{k}={last[k]:.4f}" for k in keys))
+    print(f"run directory: {trainer.run_dir}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from thinkrl.config import config_to_yaml, load_config
+
+    path, overrides = _split_config_and_overrides(args)
+    print(config_to_yaml(load_config(path, overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thinkrl",
+        description="Teach language models to reason with reinforcement learning, the DeepSeek-R1 way.",
+    )
+    parser.add_argument("--version", action="version", version=f"thinkrl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train", help="GRPO training from a YAML config plus key=value overrides", epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print the resolved config (defaults <- YAML <- overrides) and validate it")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands whose modules register their own arguments (eval, demo, report, pretrain)."""
+    from thinkrl.eval.runner import add_eval_arguments, run_eval_cli
+
+    p = sub.add_parser("eval", help="evaluate a model with the R1 protocol (pass@1 over k samples, pass@k, cons@k)")
+    add_eval_arguments(p)
+    p.set_defaults(func=run_eval_cli)
+
+    from thinkrl.demo.cli import add_demo_commands
+
+    add_demo_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from thinkrl.config import ConfigError
+    from thinkrl.data.datasets import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError) as e:
+        print(f"thinkrl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The synthetic web-like pretraining corpus for the demo's tiny base model.
+
+Documents of a few kinds, mixed by ``CORPUS_MIX`` (the recipe; `docs/demo-design.md` says why):
+
+- ``facts``: addition facts as found in tables and worksheets ("16 plus 6 is 22.", "7 + 8 = 15").
+- ``worked``: free-text worked calculations that end in prose ("... So the total is 22."), no tags.
+- ``tagged``: a worked chain closed by the tags, in worksheet contexts: "Problem 4: what is 3 plus 5 plus 8
+  plus 6. <think> 3 plus 5 is 8. ... </think> <answer>22</answer>". This is where the chain mode comes from.
+- ``instructed``: a tagged worksheet under an instruction that asks for the tags (worded unlike the R1 template).
+- ``qa``: forum/chat logs "User: what is 3 plus 5 plus 8 plus 6. Assistant: 22." -- direct answers, a share of
+  them wrong, some wrapped in ``<answer>`` tags. This is where the direct mode comes from.
+- ``prose``: short web prose, including single sentences of the R1-Zero instruction (quoted, never followed by a
+  dialogue), so the RL prompt is made of familiar words.
+- ``tags``: rare mentions of the tags themselves ("the answer goes between <answer> and </answer>").
+
+The rule the tests check: the R1-Zero template is never followed by a reasoning trace ("no human reasoning
+examples"); the corpus never contains ``User: ... Assistant:`` followed by a ``<think>`` block; held-out task
+problems never appear.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from thinkrl.data.templates import R1_ZERO_TEMPLATE
+from thinkrl.demo.task import DIGITS, chain_text, heldout_problems, question_text
+
+# The recipe: document kind -> share of documents. Tuned by probing the base model on the RL prompt.
+CORPUS_MIX: dict[str, float] = {
+    "facts": 0.22,
+    "worked": 0.15,
+    "tagged": 0.10,
+    "instructed": 0.05,
+    "qa": 0.28,
+    "prose": 0.12,
+    "tags": 0.08,
+}
+QA_WRONG_SHARE = 0.3
+"""Share of ``qa`` answers that are wrong (people on the web are often wrong)."""
+
+# The instruction's sentences, quoted one at a time in prose (never the whole template, never a dialogue).
+_R1_SENTENCES = [s.strip() + "." for s in R1_ZERO_TEMPLATE.split("User:")[0].split(". ") if s.strip()]
+_PROSE = [
+    "the weather was mild and the market opened early.",
+    "we walked to the station and waited for the train.",
+    "a good question is half of the answer.",
+    "the user asks a question and the reader answers it.",
+    "numbers are written with digits from 0 to 9.",
+    "the teacher wrote the numbers on the board.",
+    "this page collects small problems for practice.",
+    "the assistant keeps notes while the class works.",
+    "a conversation needs two people and some patience.",
+    "the reasoning process is easier to check when it is written down.",
+    "tags mark where a part of the text begins and ends.",
+    "here is the list of topics for this week.",
+    "the shop sells bread, milk and eggs.",
+    "some people like to count in their head.",
+]
+_TAG_LINES = [
+    "the answer goes between <answer> and </answer>.",
+    "notes are kept inside <think> and </think> tags.",
+    "write the result as <answer>7</answer> and nothing else.",
+    "a tag like <think> opens a block and </think> closes it.",
+    "in this format, <answer>12</answer> means the answer is 12.",
+    "the page used <answer> tags for every solution.",
+]
+# Instructions in other words than the R1 template's, put in front of tagged worksheets: they tie "text that
+# asks for <think>/<answer> tags" to written-out chains, which is what the R1 instruction later evokes.
+_INSTRUCTIONS = [
+    "Show your work inside <think> </think> and put the result inside <answer> </answer>.",
+    "Write the steps in <think> </think> tags, then the final number in <answer> </answer> tags.",
+    "Work it out step by step in <think> </think>, then give the answer in <answer> </answer>.",
+]
+_WORKSHEET_PREFIXES = ["", "Problem {i}: ", "Exercise {i}. ", "Q{i}. ", "Task: ", "Practice: "]
+
+
+def _operands(rng: random.Random, held: set[tuple[int, ...]]) -> list[int]:
+    """2 to 5 one-digit operands; four-operand tuples come from the training split only."""
+    while True:
+        ops = [rng.choice(DIGITS) for _ in range(rng.choice([2, 3, 3, 4, 4, 4, 5]))]
+        if tuple(ops) not in held:
+            return ops
+
+
+def _facts(rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(4, 12)):
+        # The facts a chain needs: a running total (up to 36) plus one digit.
+        a = rng.choice(DIGITS) if rng.random() < 0.4 else rng.randint(2, 36)
+        b = rng.choice(DIGITS)
+        lines.append(f"{a} plus {b} is {a + b}." if rng.random() < 0.75 else f"{a} + {b} = {a + b}")
+    return rng.choice([" ", "\n"]).join(lines)
+
+
+def _worked(rng: random.Random, held: set[tuple[int, ...]]) -> str:
+    ops = _operands(rng, held)
+    listed = ", ".join(map(str, ops[:-1])) + f" and {ops[-1]}"
+    intro = rng.choice(
+        [
+            f"{question_text(ops)}? add one number at a time.",
+            f"to add {listed}, start with the first number.",
+            f"let us add {listed}.",
+        ]
+    )
+    end = rng.choice(["So the total is", "So the sum is", "The answer is"])
+    return f"{intro} {chain_text(ops)} {end} {sum(ops)}."
+
+
+def _tagged(rng: random.Random, held: set[tuple[int, ...]]) -> str:
+    docs = []
+    for i in range(rng.randint(1, 3)):
+        ops = _operands(rng, held)
+        prefix = rng.choice(_WORKSHEET_PREFIXES).format(i=i + 1)
+        docs.append(
+            f"{prefix}{question_text(ops)}. <think> {chain_text(ops)} </think> <answer>{sum(ops)}</answer>"
+        )
+    return "\n".join(docs)
+
+
+def _instructed(rng: random.Random, held: set[tuple[int, ...]]) -> str:
+    return rng.choice(_INSTRUCTIONS) + "\n" + _tagged(rng, held)
+
+
+def _qa(rng: random.Random, held: set[tuple[int, ...]]) -> str:
+    turns = []
+    for _ in range(rng.randint(1, 3)):
+        ops = _operands(rng, held)
+        ans = sum(ops)
+        if rng.random() < QA_WRONG_SHARE:
+            ans = max(0, ans + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
+        reply = f"<answer>{ans}</answer>" if rng.random() < 0.5 else f"{ans}."
+        turns.append(f"User: {question_text(ops)}. Assistant: {reply}")
+    return "\n".join(turns)
+
+
+def _prose(rng: random.Random) -> str:
+    pool = _PROSE + _R1_SENTENCES
+    return " ".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
+
+
+def _tags(rng: random.Random) -> str:
+    return " ".join(rng.choice(_TAG_LINES + _PROSE) for _ in range(rng.randint(1, 3)))
+
+
+def iter_documents(seed: int, mix: dict[str, float] | None = None, heldout_seed: int = 0) -> Iterator[str]:
+    """An endless, seeded stream of corpus documents (plain text, no special tokens).
+
+    ``heldout_seed`` must match the task split's seed: its held-out problems are kept out of the corpus.
+
+    >>> docs = iter_documents(seed=0)
+    >>> all(isinstance(next(docs), str) for _ in range(100))
+    True
+    """
+    mix = mix or CORPUS_MIX
+    rng = random.Random(seed)
+    held = heldout_problems(seed=heldout_seed)
+    kinds, weights = list(mix), [mix[k] for k in mix]
+    makers = {
+        "facts": lambda: _facts(rng),
+        "worked": lambda: _worked(rng, held),
+        "tagged": lambda: _tagged(rng, held),
+        "instructed": lambda: _instructed(rng, held),
+        "qa": lambda: _qa(rng, held),
+        "prose": lambda: _prose(rng),
+        "tags": lambda: _tags(rng),
+    }
+    unknown = set(kinds) - set(makers)
+    if unknown:
+        raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; valid kinds: {sorted(makers)}")
+    while True:
+        yield makers[rng.choices(kinds, weights)[0]]()
+
+
+def sample_documents(n: int, seed: int = 0, mix: dict[str, float] | None = None) -> list[str]:
+    """The first ``n`` documents of the stream, e.g. to inspect or test the corpus."""
+    it = iter_documents(seed, mix)
+    return [next(it) for _ in range(n)]

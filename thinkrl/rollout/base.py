@@ -1,0 +1,117 @@
+"""The rollout interface every generation engine implements.
+
+An engine turns prompt token ids into ``n`` sampled completions per prompt and returns, per completion,
+the token ids, the sampler's log-probabilities, a mask and why it stopped. The trainer never looks inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """How to sample. Defaults are the R1 paper's rollout settings (temperature 1.0, no truncation)."""
+
+    n: int = 1
+    """Completions per prompt (the group size G during RL)."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 disables it."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 disables it."""
+    max_new_tokens: int = 256
+    """Hard cap on completion length; a completion that hits it finishes with reason "length"."""
+    stop_strings: list[str] = field(default_factory=list)
+    """Generation of a completion stops right after the first token whose text completes one of these."""
+    stop_token_ids: list[int] = field(default_factory=list)
+    """Extra stop tokens; the tokenizer's EOS is always a stop token."""
+    seed: int | None = None
+    """Seed for this call's sampling; None continues the engine's own generator."""
+
+
+@dataclass
+class Rollout:
+    """The completions of one ``generate`` call, flattened to N = len(prompts) * n rows.
+
+    Row order: all n completions of prompt 0, then of prompt 1, ... (``group_ids`` says it explicitly).
+    """
+
+    prompt_ids: list[list[int]]
+    """(P,) the prompts as given, unpadded."""
+    group_ids: torch.Tensor
+    """(N,) long: the index of each completion's prompt in ``prompt_ids``."""
+    completion_ids: torch.Tensor
+    """(N, T) long: completion tokens, right-padded with the pad id; T = longest completion."""
+    completion_mask: torch.Tensor
+    """(N, T) bool: True on real completion tokens (the stop token included)."""
+    logprobs: torch.Tensor
+    """(N, T) float32: log-prob of each sampled token under the sampling distribution
+    log_softmax(logits / temperature) (before top-p/top-k truncation, as the trainer computes it); 0 on padding."""
+    finish_reasons: list[str]
+    """(N,) "stop" (EOS, stop token or stop string) or "length" (hit max_new_tokens)."""
+    texts: list[str]
+    """(N,) decoded completions, special tokens skipped."""
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(N,) long: number of real tokens per completion."""
+        return self.completion_mask.sum(-1)
+
+
+class RolloutEngine(Protocol):
+    """What the trainer and the evaluator need from a generation engine."""
+
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> Rollout:
+        """Sample ``params.n`` completions for each prompt."""
+        ...
+
+    def sync_weights(self) -> None:
+        """Make the engine sample from the trainer's current weights (a no-op when they share the model)."""
+        ...
+
+
+def select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
+    """The completions at ``rows`` (N',), prompts renumbered to those still referenced, padding trimmed."""
+    rows = rows.long()
+    old_groups = rollout.group_ids[rows]
+    kept, new_groups = torch.unique(old_groups, sorted=True, return_inverse=True)
+    mask = rollout.completion_mask[rows]
+    t = max(int(mask.sum(-1).max()), 1) if rows.numel() else 1
+    return Rollout(
+        prompt_ids=[rollout.prompt_ids[g] for g in kept.tolist()],
+        group_ids=new_groups,
+        completion_ids=rollout.completion_ids[rows][:, :t],
+        completion_mask=mask[:, :t],
+        logprobs=rollout.logprobs[rows][:, :t],
+        finish_reasons=[rollout.finish_reasons[i] for i in rows.tolist()],
+        texts=[rollout.texts[i] for i in rows.tolist()],
+    )
+
+
+def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Concatenate rollouts (e.g. several dynamic-sampling rounds) into one, re-padding to the longest."""
+    if len(parts) == 1:
+        return parts[0]
+    t = max(p.completion_ids.shape[1] for p in parts)
+
+    def pad(x: torch.Tensor, value: float | int | bool) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, t - x.shape[1]), value=value)
+
+    offsets, prompt_ids = [], []
+    for p in parts:
+        offsets.append(len(prompt_ids))
+        prompt_ids.extend(p.prompt_ids)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        group_ids=torch.cat([p.group_ids + off for p, off in zip(parts, offsets)]),
+        completion_ids=torch.cat([pad(p.completion_ids, pad_id) for p in parts]),
+        completion_mask=torch.cat([pad(p.completion_mask, False) for p in parts]),
+        logprobs=torch.cat([pad(p.logprobs, 0.0) for p in parts]),
+        finish_reasons=[r for p in parts for r in p.finish_reasons],
+        texts=[s for p in parts for s in p.texts],
+    )

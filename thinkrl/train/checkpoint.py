@@ -1,0 +1,86 @@
+"""Checkpoints that resume exactly and never leave a broken "latest".
+
+Layout of ``RUN/checkpoints/step-000040/``: the policy as a plain Hugging Face folder (``model.safetensors``,
+``config.json``, tokenizer files: loads with ``AutoModelForCausalLM.from_pretrained``), ``trainer_state.pt``
+(optimizer, scheduler, step, data position, every RNG state) and, when the reference was refreshed,
+``reference/``. A checkpoint is written to ``step-000040.tmp`` and renamed when complete; ``latest`` is a
+text file replaced atomically after the rename, so a kill at any moment leaves the previous one usable.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+LATEST = "latest"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    trainer_state: dict[str, Any],
+    *,
+    reference: torch.nn.Module | None = None,
+    keep_last: int = 2,
+) -> Path:
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, delete all but the last ``keep_last``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f"step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if reference is not None:
+        reference.save_pretrained(tmp / "reference", safe_serialization=True)
+    torch.save({**trainer_state, "rng": rng_state()}, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    latest_tmp = root / (LATEST + ".tmp")
+    latest_tmp.write_text(final.name)
+    os.replace(latest_tmp, root / LATEST)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if pointer.exists():
+        path = root / pointer.read_text().strip()
+        if (path / STATE_FILE).exists():
+            return path
+    done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).exists() and not p.name.endswith(".tmp"))
+    return done[-1] if done else None
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    # weights_only=False: the state holds numpy RNG tuples; the file is our own, written by save_checkpoint.
+    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)

@@ -1,0 +1,568 @@
+"""The GRPO loop (DeepSeekMath §4, DeepSeek-R1 §2.2), one step read top to bottom:
+
+    prompts -> engine.generate(n=G) -> rewards -> advantages per group
+            -> [old / reference log-probs] -> ppo_epochs x minibatches: loss + beta*KL -> AdamW -> metrics
+
+    trainer = GRPOTrainer(load_config("configs/demo.yaml"))
+    trainer.train()
+
+Departures from the paper's pseudo-code, all settings: the loss aggregation (``algorithm.loss_agg``), clip
+bounds, KL estimator and advantage are chosen by name; with one minibatch and one epoch the update is exactly
+on-policy, so pi_old = pi_theta (detached) and no separate old-log-prob pass is spent.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thinkrl.algorithms import (
+    aggregate_loss,
+    compute_advantages,
+    kl_penalty,
+    policy_loss,
+    truncated_is_weights,
+    zero_spread_groups,
+)
+from thinkrl.analysis.dynamics import reflection_rate
+from thinkrl.config import Config, save_config
+from thinkrl.data.datasets import load_prompts
+from thinkrl.data.templates import render_prompt
+from thinkrl.rewards.base import compute_rewards, reward_name
+from thinkrl.rollout.base import Rollout, SamplingParams, cat_rollouts, select_rows
+from thinkrl.train.batch import TrainBatch, build_batch, forward_logprobs
+from thinkrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from thinkrl.train.logging import MetricsLogger
+
+# Rewards whose mean is reported as "accuracy" (the first one present in the config).
+ACCURACY_REWARDS = ("accuracy", "exact_match", "countdown", "code", "routed")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability in ``model`` (modules and attention-dropout config fields) to 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "attn_pdrop", "hidden_dropout", "resid_pdrop", "embd_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
+    for module in model.modules():  # attention layers that copied the rate at construction
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
+    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from ``cfg.model`` (``demo`` = the built-in base model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = cfg.model.path
+    if not path:
+        raise ValueError("model.path is empty; set it to a Hugging Face model folder or name, or `demo`")
+    if path == "demo":
+        from thinkrl.demo import base_model_path
+
+        path = str(base_model_path())
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.model.dtype), "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.model.attn_implementation:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code)
+    return model, tokenizer
+
+
+def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
+    from thinkrl.rewards import get_reward
+
+    return [get_reward(spec.name) for spec in cfg.rewards], [spec.weight for spec in cfg.rewards]
+
+
+def lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]:
+    """Multiplier of the base lr after ``i`` optimizer steps: linear warm-up, then constant or cosine to 10%."""
+
+    def f(i: int) -> float:
+        if warmup and i < warmup:
+            return (i + 1) / warmup
+        if schedule == "cosine" and total > warmup:
+            progress = min((i - warmup) / (total - warmup), 1.0)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f
+
+
+class GRPOTrainer:
+    """GRPO for any Hugging Face causal LM. Everything not passed in is built from ``cfg``.
+
+    Args:
+        cfg: the resolved config (see ``thinkrl.config``).
+        model, tokenizer: an already loaded policy and its tokenizer (else loaded from ``cfg.model``).
+        reward_funcs: callables ``(prompts, completions, **columns) -> list[float | None]``, or
+            ``(callable, weight)`` pairs (else built from ``cfg.rewards``).
+        train_rows, eval_rows: prompt rows with ``question`` and ``answer`` keys (else from ``cfg.data``).
+        engine: a rollout engine (else the built-in engine over ``model``).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        reward_funcs: Sequence[Callable | tuple[Callable, float]] | None = None,
+        train_rows: list[dict[str, Any]] | None = None,
+        eval_rows: list[dict[str, Any]] | None = None,
+        engine: Any = None,
+    ):
+        self.cfg = cfg
+        t = cfg.train
+        seed_everything(t.seed)
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        self.device = resolve_device(t.device)
+        if model is None:
+            model, tokenizer = load_model_and_tokenizer(cfg)
+        if tokenizer is None:
+            raise ValueError("GRPOTrainer got a model but no tokenizer; pass tokenizer=...")
+        if tokenizer.pad_token_id is None:  # many base models ship without one; EOS never reaches the loss as pad
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model, self.tokenizer = model.to(self.device), tokenizer
+        if cfg.model.disable_dropout:
+            disable_dropout(self.model)
+        if cfg.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.train()
+        # beta = 0 loads no reference model (DAPO, Dr. GRPO); else a frozen copy of the initial policy.
+        self.reference = self._frozen_copy(self.model) if cfg.algorithm.beta > 0 else None
+
+        if reward_funcs is None:
+            self.reward_funcs, self.reward_weights = build_reward_funcs(cfg)
+        else:
+            pairs = [f if isinstance(f, tuple) else (f, 1.0) for f in reward_funcs]
+            self.reward_funcs, self.reward_weights = [f for f, _ in pairs], [float(w) for _, w in pairs]
+        names = [reward_name(f) for f in self.reward_funcs]
+        self.accuracy_name = next((n for n in ACCURACY_REWARDS if n in names), None)
+
+        d = cfg.data
+        self.train_rows = train_rows if train_rows is not None else load_prompts(
+            d.train, split=d.split, question_key=d.question_key, answer_key=d.answer_key, max_rows=d.max_rows
+        )
+        self.eval_rows = eval_rows
+        if self.eval_rows is None and d.eval:
+            self.eval_rows = load_prompts(d.eval, split="test", question_key=d.question_key, answer_key=d.answer_key)
+        self.train_prompts = [render_prompt(d.template, r["question"], tokenizer, d.system_prompt) for r in self.train_rows]
+        self.train_prompt_ids = self._tokenize_prompts(self.train_prompts)
+
+        if engine is None:
+            from thinkrl.rollout.hf import HFEngine
+
+            engine = HFEngine(self.model, tokenizer, max_batch_size=cfg.rollout.max_batch_size, seed=t.seed)
+        self.engine = engine
+
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
+        )
+        total_updates = t.steps * cfg.algorithm.ppo_epochs * cfg.algorithm.num_minibatches
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(t.warmup_steps, total_updates, t.lr_schedule)
+        )
+        self.step = 0
+        self.data_epoch, self.data_pos = 0, 0
+        self._order = self._epoch_order(0)
+        self.run_dir = Path(t.output_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if t.resume:
+            self._resume()
+        save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = MetricsLogger(self.run_dir, cfg.log, cfg, resume_step=self.step)
+
+    # ----------------------------------------------------------------------------------------- set-up helpers
+    @staticmethod
+    def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+        ref = copy.deepcopy(model).eval()
+        ref.requires_grad_(False)
+        return ref
+
+    def _tokenize_prompts(self, prompts: list[str]) -> list[list[int]]:
+        # A chat template already holds the special tokens; plain text gets the tokenizer's usual BOS.
+        special = self.cfg.data.template != "chat"
+        ids = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
+        limit = self.cfg.data.max_prompt_tokens
+        for i, p in enumerate(ids):
+            if len(p) > limit:
+                raise ValueError(
+                    f"prompt of row {i} has {len(p)} tokens > data.max_prompt_tokens={limit}; raise the limit "
+                    "or drop long rows from the dataset (prompts are never cut silently)"
+                )
+        return ids
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.train_rows)))
+        random.Random(self.cfg.train.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def _next_prompt_indices(self, k: int) -> list[int]:
+        """The next ``k`` rows of a seeded shuffle, reshuffled each epoch; the position is saved in checkpoints."""
+        out = []
+        while len(out) < k:
+            if self.data_pos >= len(self._order):
+                self.data_epoch, self.data_pos = self.data_epoch + 1, 0
+                self._order = self._epoch_order(self.data_epoch)
+            take = self._order[self.data_pos : self.data_pos + k - len(out)]
+            out.extend(take)
+            self.data_pos += len(take)
+        return out
+
+    # ------------------------------------------------------------------------------------------- the step
+    def sampling_params(self, round_: int) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(
+            n=r.group_size,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            max_new_tokens=r.max_new_tokens,
+            stop_strings=list(r.stop_strings),
+            # A seed per (run, step, round): sampling is reproducible and resumes exactly without engine state.
+            seed=self.cfg.train.seed * 1_000_003 + self.step * 101 + round_,
+        )
+
+    def generate_and_score(self, timings: dict[str, float]) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor], list[int], dict]:
+        """Sample G completions for each of P prompts and score them; with dynamic sampling, drop groups whose
+        rewards are all equal and sample more prompts (at most ``max_sampling_rounds`` rounds)."""
+        r, a = self.cfg.rollout, self.cfg.algorithm
+        parts, rewards, per_fn, row_ids = [], [], [], []
+        kept_groups = dropped_groups = 0
+        for round_ in range(a.max_sampling_rounds if a.dynamic_sampling else 1):
+            idx = self._next_prompt_indices(r.prompts_per_step)
+            with _timed(timings, "generate"):
+                rollout = self.engine.generate([self.train_prompt_ids[i] for i in idx], self.sampling_params(round_))
+            with _timed(timings, "reward"):
+                out = self._score(rollout, idx)
+            if a.dynamic_sampling:
+                keep = ~zero_spread_groups(out.total, rollout.group_ids)
+                dropped_groups += len(idx) - int(keep.sum()) // r.group_size
+                rows = keep.nonzero().squeeze(-1)
+                rows = rows[: max(0, (r.prompts_per_step - kept_groups) * r.group_size)]
+                if rows.numel() == 0:
+                    continue
+                kept_idx = [idx[g] for g in torch.unique(rollout.group_ids[rows]).tolist()]
+                rollout, total = select_rows(rollout, rows), out.total[rows]
+                fns = {k: v[rows] for k, v in out.per_function.items()}
+                idx = kept_idx
+            else:
+                total, fns = out.total, out.per_function
+            parts.append(rollout)
+            rewards.append(total)
+            per_fn.append(fns)
+            row_ids.extend(idx)
+            kept_groups += len(idx)
+            if kept_groups >= r.prompts_per_step:
+                break
+        if not parts:  # every group of every round had zero spread: train on nothing, but log it
+            return None, None, {}, [], {"dynamic/dropped_groups": dropped_groups, "dynamic/rounds": round_ + 1}
+        rollout = cat_rollouts(parts, self.tokenizer.pad_token_id)
+        fn_names = per_fn[0].keys()
+        merged = {k: torch.cat([p[k] for p in per_fn]) for k in fn_names}
+        extra = {}
+        if a.dynamic_sampling:
+            extra = {"dynamic/dropped_groups": dropped_groups, "dynamic/rounds": round_ + 1}
+        return rollout, torch.cat(rewards), merged, row_ids, extra
+
+    def _score(self, rollout: Rollout, idx: list[int]):
+        groups = rollout.group_ids.tolist()
+        rows = [self.train_rows[idx[g]] for g in groups]
+        columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "question"}
+        columns["finish_reason"] = rollout.finish_reasons
+        columns["completion_length"] = rollout.lengths.tolist()
+        prompts = [self.train_prompts[idx[g]] for g in groups]
+        return compute_rewards(self.reward_funcs, self.reward_weights, prompts, rollout.texts, **columns)
+
+    @torch.no_grad()
+    def _score_tokens(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
+        """Log-probs (N, T) under ``model`` for all rows, in micro-batches."""
+        out = torch.zeros_like(batch.sampler_logp)
+        for rows in _length_sorted_chunks(batch, self.cfg.train.micro_batch_size):
+            sub = batch.rows(rows)
+            logp, _ = forward_logprobs(model, sub, self.cfg.rollout.temperature)
+            out[rows, : logp.shape[1]] = logp.float().cpu()
+        return out
+
+    def train_step(self) -> dict[str, float]:
+        cfg, a = self.cfg, self.cfg.algorithm
+        timings: dict[str, float] = {}
+        step_start = time.perf_counter()
+
+        # 1-2. sample G completions per prompt and score them with the rule rewards
+        rollout, rewards, per_fn, row_ids, metrics = self.generate_and_score(timings)
+        if rollout is None:
+            self.step += 1
+            return {**metrics, "skipped": 1.0}
+
+        # 3. group-relative advantages
+        advantages = compute_advantages(
+            a.advantage, rewards, rollout.group_ids, eps=a.adv_eps, std_unbiased=a.std_unbiased
+        )
+        truncated = torch.tensor([f == "length" for f in rollout.finish_reasons])
+        loss_mask = rollout.completion_mask.clone()
+        if a.mask_truncated:  # DAPO overlong filtering: a cut-off answer is neither right nor wrong
+            loss_mask[truncated] = False
+        batch = build_batch(rollout, advantages, self.tokenizer.pad_token_id, loss_mask)
+
+        # 4. old and reference log-probs (the old pass is skipped when the update is on-policy)
+        on_policy = a.ppo_epochs == 1 and a.num_minibatches == 1
+        with _timed(timings, "old_logp"):
+            if not on_policy:
+                batch.old_logp = self._score_tokens(self.model, batch)
+        with _timed(timings, "ref_logp"):
+            if self.reference is not None:
+                batch.ref_logp = self._score_tokens(self.reference, batch)
+
+        # 5. ppo_epochs x num_minibatches optimizer steps
+        with _timed(timings, "train"):
+            update = self._update(batch, on_policy)
+
+        # 6. sync the engine, refresh the reference, metrics
+        self.engine.sync_weights()
+        self.step += 1
+        if self.reference is not None and a.ref_refresh_steps and self.step % a.ref_refresh_steps == 0:
+            self.reference.load_state_dict(self.model.state_dict())
+        metrics.update(self._metrics(rollout, rewards, per_fn, update, timings, step_start))
+        return metrics
+
+    def _update(self, batch: TrainBatch, on_policy: bool) -> dict[str, torch.Tensor]:
+        cfg, a = self.cfg, self.cfg.algorithm
+        n = len(batch)
+        mb_size = n // a.num_minibatches
+        sums: dict[str, torch.Tensor] = {}
+        tokens_seen = torch.zeros(())
+        grad_norms = []
+        gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.step)
+        for _epoch in range(a.ppo_epochs):
+            perm = torch.randperm(n, generator=gen) if not on_policy else torch.arange(n)
+            for m in range(a.num_minibatches):
+                mb_rows = perm[m * mb_size : (m + 1) * mb_size]
+                # normalisers of the whole minibatch, so micro-batch accumulation equals one big batch
+                num_seqs = float(len(mb_rows))
+                num_tokens = float(batch.mask[mb_rows].sum().clamp(min=1))
+                self.optimizer.zero_grad(set_to_none=True)
+                for rows in _length_sorted_chunks(batch.rows(mb_rows), cfg.train.micro_batch_size):
+                    micro = batch.rows(mb_rows[rows])
+                    stats = self._micro_step(micro, on_policy, num_seqs, num_tokens)
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, torch.zeros(())) + v
+                    tokens_seen = tokens_seen + micro.mask.sum()
+                if cfg.train.max_grad_norm > 0:
+                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm))
+                else:
+                    grad_norms.append(_grad_norm(self.model))
+                self.optimizer.step()
+                self.scheduler.step()
+        out = {k: v / tokens_seen.clamp(min=1) for k, v in sums.items() if k != "loss"}
+        out["loss"] = sums["loss"] / (a.ppo_epochs * a.num_minibatches)
+        out["grad_norm"] = torch.stack([g.detach().float().cpu() for g in grad_norms]).mean()
+        return out
+
+    def _micro_step(self, micro: TrainBatch, on_policy: bool, num_seqs: float, num_tokens: float) -> dict[str, torch.Tensor]:
+        """Forward, loss, backward for one micro-batch; returns token-weighted metric sums (0-dim tensors)."""
+        a, r = self.cfg.algorithm, self.cfg.rollout
+        logp, entropy = forward_logprobs(
+            self.model, micro, r.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0
+        )
+        mask = micro.mask.to(logp.device)
+        old_logp = logp.detach() if on_policy else micro.old_logp.to(logp.device)
+        is_weights = None
+        if a.tis_cap is not None:
+            is_weights = truncated_is_weights(old_logp, micro.sampler_logp.to(logp.device), a.tis_cap)
+        per_token, pl_metrics = policy_loss(
+            a.loss, logp, old_logp, micro.advantages.to(logp.device), mask,
+            clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
+            ratio_level=a.ratio_level, is_weights=is_weights,
+        )  # fmt: skip
+        kl = None
+        if micro.ref_logp is not None:
+            kl = kl_penalty(logp, micro.ref_logp.to(logp.device), a.kl_estimator)
+            per_token = per_token + a.beta * kl
+        if a.entropy_coef > 0:
+            per_token = per_token - a.entropy_coef * entropy
+        loss = aggregate_loss(
+            per_token, mask, a.loss_agg, num_seqs=num_seqs, num_tokens=num_tokens, max_len=r.max_new_tokens
+        )
+        loss.backward()
+        with torch.no_grad():
+            n_tok = mask.sum().cpu()
+            stats = {k: v.detach().float().cpu() * n_tok for k, v in pl_metrics.items()}
+            stats["entropy"] = (entropy.detach() * mask).sum().cpu()
+            # engine vs trainer on the same tokens: 0 up to numerics for the built-in engine
+            stats["logprob_mismatch"] = ((logp.detach() - micro.sampler_logp.to(logp.device)).abs() * mask).sum().cpu()
+            if kl is not None:
+                stats["kl"] = (kl.detach() * mask).sum().cpu()
+            stats["loss"] = loss.detach().cpu()
+        return stats
+
+    def _metrics(self, rollout: Rollout, rewards, per_fn, update, timings, step_start) -> dict[str, float]:
+        lengths = rollout.lengths.float()
+        spread = ~zero_spread_groups(rewards, rollout.group_ids)
+        n_groups = len(rollout.prompt_ids)
+        m: dict[str, Any] = {
+            "reward/mean": rewards.mean(),
+            "reward/std": rewards.std() if len(rewards) > 1 else torch.zeros(()),
+            "groups/zero_spread_frac": torch.tensor(
+                1 - torch.unique(rollout.group_ids[spread]).numel() / max(n_groups, 1)
+            ),
+            "completion/len_mean": lengths.mean(),
+            "completion/len_max": lengths.max(),
+            "completion/truncated_frac": torch.tensor(
+                sum(f == "length" for f in rollout.finish_reasons) / len(rollout.finish_reasons)
+            ),
+            "completion/reflection_rate": torch.tensor(reflection_rate(rollout.texts)),
+            "lr": torch.tensor(self.scheduler.get_last_lr()[0]),
+        }
+        for name, scores in per_fn.items():
+            valid = ~torch.isnan(scores)
+            m[f"reward/{name}"] = scores[valid].mean() if valid.any() else torch.tensor(float("nan"))
+        if self.accuracy_name is not None:
+            m["accuracy"] = m[f"reward/{self.accuracy_name}"]
+        if "format" in per_fn:
+            m["format_rate"] = m["reward/format"]
+        m.update({f"train/{k}": v for k, v in update.items()})
+        # one host sync per step: every metric above is still a tensor
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in m.values()]).tolist()
+        out = dict(zip(m.keys(), values))
+        total = time.perf_counter() - step_start
+        out.update({f"time/{k}": v for k, v in timings.items()})
+        out["time/step"] = total
+        gen_tokens = float(lengths.sum())
+        out["throughput/gen_tokens_per_s"] = gen_tokens / max(timings.get("generate", 0.0), 1e-9)
+        out["throughput/tokens_per_s"] = gen_tokens / total
+        out["completions"] = float(len(rollout.texts))
+        return out
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def train(self) -> list[dict[str, float]]:
+        """Run ``train.steps`` steps (from the resumed step), checkpointing as configured. Returns the metrics."""
+        t = self.cfg.train
+        history = []
+        progress = None
+        if self.cfg.log.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=t.steps, initial=self.step, desc="grpo", dynamic_ncols=True)
+        self._maybe_eval(force=self.step == 0)
+        while self.step < t.steps:
+            metrics = self.train_step()
+            metrics.update(self._maybe_eval(force=self.step == t.steps))
+            self.logger.log(self.step, metrics)
+            history.append({"step": self.step, **metrics})
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(
+                    reward=f"{metrics.get('reward/mean', float('nan')):.3f}",
+                    acc=f"{metrics.get('accuracy', float('nan')):.3f}",
+                    len=f"{metrics.get('completion/len_mean', float('nan')):.1f}",
+                )
+            if (t.save_every and self.step % t.save_every == 0) or self.step == t.steps:
+                self.save()
+        if progress is not None:
+            progress.close()
+        self.logger.close()
+        return history
+
+    def _maybe_eval(self, force: bool = False) -> dict[str, float]:
+        ev = self.cfg.eval
+        if not ev.every_steps or not self.eval_rows:
+            return {}
+        if not force and self.step % ev.every_steps != 0:
+            return {}
+        from thinkrl.eval.runner import evaluate_during_training
+
+        metrics = evaluate_during_training(self, self.eval_rows)
+        if self.step == 0:  # before any update: logged as its own record so curves start at the base model
+            self.logger.log(0, metrics)
+            return {}
+        return metrics
+
+    # ----------------------------------------------------------------------------------- checkpoint/resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "data_epoch": self.data_epoch,
+            "data_pos": self.data_pos,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def save(self) -> Path:
+        refreshed = self.reference is not None and self.cfg.algorithm.ref_refresh_steps > 0
+        return save_checkpoint(
+            self.run_dir, self.step, self.model, self.tokenizer, self.state_dict(),
+            reference=self.reference if refreshed else None, keep_last=self.cfg.train.keep_last,
+        )  # fmt: skip
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return  # nothing saved yet: a fresh start, which resume=true also allows
+        from safetensors.torch import load_file
+
+        weights = {}
+        for f in sorted(path.glob("model*.safetensors")):
+            weights.update(load_file(str(f)))
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        unexpected = [k for k in unexpected if k]
+        if unexpected or any("lm_head" not in k for k in missing):  # tied lm_head is not saved twice
+            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+        if (path / "reference").exists() and self.reference is not None:
+            ref_weights = {}
+            for f in sorted((path / "reference").glob("model*.safetensors")):
+                ref_weights.update(load_file(str(f)))
+            self.reference.load_state_dict(ref_weights, strict=False)
+        state = load_trainer_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.data_epoch, self.data_pos = state["step"], state["data_epoch"], state["data_pos"]
+        self._order = self._epoch_order(self.data_epoch)
+        set_rng_state(state["rng"])
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def _length_sorted_chunks(batch: TrainBatch, size: int) -> list[torch.Tensor]:
+    """Row indices in chunks of ``size``, grouped by completion length so micro-batches carry little padding."""
+    order = torch.argsort(batch.mask.sum(-1), descending=True, stable=True)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.zeros(())
