@@ -17,6 +17,7 @@ from thinkrl.eval.runner import (
     PeriodicEvaluator,
     add_eval_arguments,
     evaluate,
+    evaluate_during_training,
     flat_metrics,
 )
 from thinkrl.rollout.base import Rollout, SamplingParams
@@ -190,7 +191,11 @@ def test_periodic_evaluator(tmp_path):
     m = ev(FakeEngine(), step=5)
     assert m["eval/num_problems"] == 3 and 0 <= m["eval/pass@1"] <= 1 and "eval/cons@2" in m
     assert (tmp_path / "step_000005" / SUMMARY_FILE).exists()
-    # the same step again reuses its samples, so it gives the same metrics without generating
+    # by default a step is evaluated afresh (other weights may sit behind the same step number) ...
+    engine = FakeEngine()
+    assert ev(engine, step=5) == m and engine.calls == [(3, 2)]
+    # ... and with reuse_samples it is read back without generating
+    ev.reuse_samples = True
     assert ev(FakeEngine(fail_after=0), step=5) == m
     assert flat_metrics({"metrics": {"a": 1, "b": None, "c": [0.1, 0.2]}}, "x/") == {
         "x/a": 1.0,
@@ -212,3 +217,23 @@ def test_cli_arguments():
     assert args.model == "some/model" and args.data == ["gsm8k,math500", "aime24"]
     assert (args.k, args.temperature, args.top_p, args.template, args.seed) == (4, 0.6, 0.95, "r1", 0)
     assert args.max_new_tokens == 4096 and args.out is None and args.limit is None
+
+
+def test_evaluate_during_training_reads_the_trainer(tmp_path, monkeypatch):
+    from thinkrl.config import Config
+
+    cfg = Config()
+    cfg.eval.every_steps, cfg.eval.k, cfg.eval.max_problems = 10, 2, 4
+    trainer = argparse.Namespace(
+        cfg=cfg, engine=FakeEngine(), tokenizer=CharTokenizer(), step=10, run_dir=tmp_path
+    )
+    rows = [
+        {"question": f"q{i}?", "answer": str(i)} for i in range(6)
+    ]  # load_prompts rows: no id, no verifier
+    monkeypatch.setattr("thinkrl.eval.runner.Grader", FakeGrader)  # the real one: test_eval_benchmarks
+    m = evaluate_during_training(trainer, rows)
+    assert m["eval/num_problems"] == 4 and "eval/cons@2" in m and "eval/pass@1_se" in m
+    assert trainer.engine.calls == [(4, 2)]  # cfg.eval.k samples of max_problems problems, batch 8
+    summary = json.loads((tmp_path / "eval" / "step_000010" / SUMMARY_FILE).read_text())
+    assert summary["sampling"]["max_new_tokens"] == cfg.rollout.max_new_tokens
+    assert summary["sampling"]["temperature"] == 0.6 and summary["sampling"]["template"] == cfg.data.template

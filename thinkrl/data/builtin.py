@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+BUILTIN = ("demo",)
+
 
 def builtin_rows(name: str, split: str) -> list[dict[str, Any]]:
-    """Rows of a built-in task; ``split`` is ``train`` or ``test`` (held out, disjoint from train)."""
-    if name == "demo":
-        from thinkrl.demo.task import task_rows
+    """Rows of a built-in task; ``split`` is ``train`` or ``test`` (held out, disjoint from train).
 
-        return task_rows(split)
-    raise ValueError(f"unknown built-in dataset {name!r}; valid: demo")
+    ``demo``: add four one-digit numbers ("what is 3 plus 5 plus 8 plus 6" -> "22"), see ``thinkrl.demo.task``.
+    """
+    if name == "demo":
+        from thinkrl.demo.task import split_rows
+
+        train, held = split_rows(seed=0)
+        if split not in ("train", "test"):
+            raise ValueError(f"builtin:demo has splits 'train' and 'test', not {split!r}")
+        return train if split == "train" else held
+    raise ValueError(f"unknown built-in dataset {name!r}; valid: {', '.join(BUILTIN)}")

@@ -12,6 +12,7 @@ from thinkrl.eval.benchmarks import BENCHMARKS, Grader, load_benchmark, normaliz
 from thinkrl.eval.metrics import (
     binomial_se,
     bootstrap_ci,
+    flat_metrics,
     format_table,
     majority_vote,
     pass_at_1,
@@ -25,7 +26,7 @@ from thinkrl.eval.runner import (
     PeriodicEvaluator,
     add_eval_arguments,
     evaluate,
-    flat_metrics,
+    evaluate_during_training,
     load_model,
     run_eval_cli,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "binomial_se",
     "bootstrap_ci",
     "evaluate",
+    "evaluate_during_training",
     "flat_metrics",
     "format_table",
     "load_benchmark",

@@ -321,12 +321,18 @@ class Grader:
         self.extract_mode = extract_mode
         self.timeout_s = timeout_s
 
-    def grade(self, rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> list[dict[str, Any]]:
-        """One ``{"extracted", "correct", "format_ok"}`` per (row, completion) pair."""
+    def grade(
+        self, rows: Sequence[dict[str, Any]], completions: Sequence[str], prompts: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """One ``{"extracted", "correct", "format_ok"}`` per (row, completion) pair.
+
+        ``prompts`` are the rendered prompts (the format reward checks whether they pre-fill ``<think>``);
+        default: the questions.
+        """
         from thinkrl.rewards import get_reward
         from thinkrl.rewards.extract import extract_answer
 
-        prompts = [r["question"] for r in rows]
+        prompts = list(prompts) if prompts is not None else [r["question"] for r in rows]
         preds = [extract_answer(t, mode=self.extract_mode) for t in completions]
         fmt = get_reward("format")(prompts, list(completions))
         correct = [False] * len(rows)

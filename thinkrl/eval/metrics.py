@@ -272,6 +272,21 @@ def _aggregate(
     return m
 
 
+def flat_metrics(summary: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
+    """Scalar metrics for a logger: ``{prefix + "pass@1": ..., prefix + "pass@1_ci95_lo": ..., ...}``.
+
+    >>> flat_metrics({"metrics": {"pass@1": 0.5, "pass@1_ci95": [0.25, 0.75], "format_rate": None}}, "ev/")
+    {'ev/pass@1': 0.5, 'ev/pass@1_ci95_lo': 0.25, 'ev/pass@1_ci95_hi': 0.75}
+    """
+    flat: dict[str, float] = {}
+    for key, val in summary["metrics"].items():
+        if isinstance(val, list | tuple):
+            flat[f"{prefix}{key}_lo"], flat[f"{prefix}{key}_hi"] = float(val[0]), float(val[1])
+        elif isinstance(val, int | float) and not isinstance(val, bool):
+            flat[prefix + key] = float(val)
+    return flat
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as a plain-text table: headline metrics with their standard errors and intervals, then one
     line per level / subject when the data has them.
@@ -279,7 +294,7 @@ def format_table(summary: dict[str, Any]) -> str:
     >>> print(format_table({"benchmark": "demo", "metrics": {"num_problems": 2, "pass@1": 0.5, "pass@1_se": 0.1,
     ...       "pass@1_ci95": [0.3, 0.7]}}))
     demo  (2 problems)
-      pass@1             0.5000  ± 0.1000  95% CI [0.3000, 0.7000]
+      pass@1                 0.5000  ± 0.1000  95% CI [0.3000, 0.7000]
     """
     m = summary["metrics"]
     title = summary.get("benchmark", "eval")
@@ -288,7 +303,7 @@ def format_table(summary: dict[str, Any]) -> str:
         if key == "num_problems" or key.endswith(("_se", "_ci95")) or val is None:
             continue
         cell = f"{val:.4f}" if isinstance(val, float) else str(val)
-        line = f"  {key:<18} {cell}"
+        line = f"  {key:<22} {cell}"
         if f"{key}_se" in m:
             line += f"  ± {m[key + '_se']:.4f}"
         if f"{key}_ci95" in m:

@@ -18,6 +18,7 @@ row position, so a resumed run draws exactly what the uninterrupted run would ha
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrl.eval.benchmarks import Grader, prepare_rows
-from thinkrl.eval.metrics import format_table, summarize
+from thinkrl.eval.metrics import flat_metrics, format_table, summarize
 
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -144,7 +145,7 @@ def evaluate(
         done = _load_samples(out / SAMPLES_FILE)
         _check_prompts(done, rows, qhash, out)
         if regrade and done:
-            _regrade(done, rows, grader)
+            _regrade(done, rows, grader, {r["id"]: p for r, p in zip(rows, prompts)})
             _write_samples(out / SAMPLES_FILE, done.values())
 
     bar = _progress(len(rows), sum(all((r["id"], i) in done for i in range(n)) for r in rows), name, progress)
@@ -168,7 +169,7 @@ def evaluate(
         lengths = roll.lengths.tolist()
         per = n - first
         owners = [idx[j // per] for j in range(len(roll.texts))]
-        grades = grader.grade([rows[i] for i in owners], roll.texts)
+        grades = _grade(grader, [rows[i] for i in owners], roll.texts, [prompts[i] for i in owners])
         new = []
         for j, (text, g) in enumerate(zip(roll.texts, grades)):
             i, s = owners[j], first + j % per
@@ -200,21 +201,6 @@ def evaluate(
     if out is not None:
         _write_json(out / SUMMARY_FILE, summary)
     return EvalResult(summary=summary, samples=samples, out_dir=out)
-
-
-def flat_metrics(summary: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
-    """Scalar metrics for a logger: ``{prefix + "pass@1": ..., prefix + "pass@1_ci95_lo": ..., ...}``.
-
-    >>> flat_metrics({"metrics": {"pass@1": 0.5, "pass@1_ci95": [0.25, 0.75], "format_rate": None}}, "ev/")
-    {'ev/pass@1': 0.5, 'ev/pass@1_ci95_lo': 0.25, 'ev/pass@1_ci95_hi': 0.75}
-    """
-    flat: dict[str, float] = {}
-    for key, val in summary["metrics"].items():
-        if isinstance(val, list | tuple):
-            flat[f"{prefix}{key}_lo"], flat[f"{prefix}{key}_hi"] = float(val[0]), float(val[1])
-        elif isinstance(val, int | float) and not isinstance(val, bool):
-            flat[prefix + key] = float(val)
-    return flat
 
 
 def _as_engine(model_or_engine: Any, tokenizer: Any, seed: int) -> tuple[Any, Any, str]:
@@ -312,10 +298,22 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def _regrade(done: dict[tuple[str, int], dict[str, Any]], rows: Sequence[dict], grader: Any) -> None:
+def _grade(grader: Any, rows: list[dict], completions: list[str], prompts: list[str]) -> list[dict[str, Any]]:
+    """Call the grader with the rendered prompts when it accepts them (custom graders may take two args)."""
+    if "prompts" in inspect.signature(grader.grade).parameters:
+        return grader.grade(rows, completions, prompts=prompts)
+    return grader.grade(rows, completions)
+
+
+def _regrade(
+    done: dict[tuple[str, int], dict[str, Any]], rows: Sequence[dict], grader: Any, prompt_of: dict
+) -> None:
     by_id = {r["id"]: r for r in rows}
     keys = [key for key in done if key[0] in by_id]
-    grades = grader.grade([by_id[key[0]] for key in keys], [done[key]["completion"] for key in keys])
+    prompts = [prompt_of[key[0]] for key in keys]
+    grades = _grade(
+        grader, [by_id[key[0]] for key in keys], [done[key]["completion"] for key in keys], prompts
+    )
     for key, g in zip(keys, grades):
         done[key].update(g)
 
@@ -351,6 +349,7 @@ class PeriodicEvaluator:
         out_dir: str | Path | None = None,
         grader: Any = None,
         prefix: str = "eval/",
+        reuse_samples: bool = False,
     ):
         self.rows = prepare_rows(list(rows)[:max_problems] if max_problems is not None else rows)
         self.tokenizer = tokenizer
@@ -369,6 +368,8 @@ class PeriodicEvaluator:
         )
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.prefix = prefix
+        # Off by default: a run restarted from scratch in the same folder has other weights at the same step.
+        self.reuse_samples = reuse_samples
 
     @classmethod
     def from_config(
@@ -399,8 +400,20 @@ class PeriodicEvaluator:
     def __call__(self, engine: Any, step: int) -> dict[str, float]:
         """Evaluate with ``engine`` (already synced to the current weights); returns prefixed scalar metrics."""
         out = self.out_dir / f"step_{step:06d}" if self.out_dir is not None else None
+        if out is not None and not self.reuse_samples:
+            (out / SAMPLES_FILE).unlink(missing_ok=True)
         result = evaluate(engine, self.tokenizer, self.rows, out_dir=out, progress=False, **self.kwargs)
         return flat_metrics(result.summary, self.prefix)
+
+
+def evaluate_during_training(trainer: Any, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The trainer's hook: evaluate ``rows`` with ``trainer.engine`` at ``trainer.step`` using ``trainer.cfg``
+    (see :meth:`PeriodicEvaluator.from_config`); files go to ``trainer.run_dir / "eval" / "step_NNNNNN"``.
+    Returns ``{"eval/pass@1": ..., "eval/pass@1_se": ..., "eval/cons@K": ..., "eval/length_mean": ...}``."""
+    trainer.engine.sync_weights()
+    out = Path(trainer.run_dir) / "eval" if getattr(trainer, "run_dir", None) is not None else None
+    evaluator = PeriodicEvaluator.from_config(trainer.cfg, rows, trainer.tokenizer, out_dir=out)
+    return evaluator(trainer.engine, trainer.step)
 
 
 def add_eval_arguments(parser: Any) -> None:

@@ -148,7 +148,9 @@ def extract_code(text: str, language: str = "python") -> str | None:
         if not scope:
             continue
         blocks = list(_FENCE_RE.finditer(scope))
-        tagged = [m for m in blocks if m.group(1).lower() in (language, "py" if language == "python" else language)]
+        tagged = [
+            m for m in blocks if m.group(1).lower() in (language, "py" if language == "python" else language)
+        ]
         pick = tagged or [m for m in blocks if not m.group(1)]
         if pick:
             return pick[-1].group(2)

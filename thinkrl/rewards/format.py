@@ -31,7 +31,11 @@ _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 def _with_prefill(prompt: Any, completion: Any) -> str:
     """Prepend ``<think>`` when the prompt pre-filled it, so both template styles score alike."""
     completion = as_text(completion)
-    if isinstance(prompt, str) and prompt.rstrip().endswith("<think>") and not completion.lstrip().startswith("<think>"):
+    if (
+        isinstance(prompt, str)
+        and prompt.rstrip().endswith("<think>")
+        and not completion.lstrip().startswith("<think>")
+    ):
         return "<think>" + completion
     return completion
 
@@ -78,12 +82,17 @@ def tag_count_score(text: str) -> float:
 
 def format_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
     """R1-Zero format reward: 1.0 or 0.0 per completion (see module docstring)."""
-    return [float(r1_format_ok(_with_prefill(p, c))) for p, c in zip(_prompts(prompts, completions), completions)]
+    return [
+        float(r1_format_ok(_with_prefill(p, c))) for p, c in zip(_prompts(prompts, completions), completions)
+    ]
 
 
 def format_think_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
     """Think-then-answer reward without answer tags: 1.0 or 0.0."""
-    return [float(think_format_ok(_with_prefill(p, c))) for p, c in zip(_prompts(prompts, completions), completions)]
+    return [
+        float(think_format_ok(_with_prefill(p, c)))
+        for p, c in zip(_prompts(prompts, completions), completions)
+    ]
 
 
 def tag_count_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:

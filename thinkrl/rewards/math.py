@@ -25,7 +25,7 @@ import time
 from fractions import Fraction
 from typing import Any
 
-from thinkrl.rewards.extract import extract_boxed, extract_gsm8k
+from thinkrl.rewards.extract import _boxed_spans, extract_boxed, extract_gsm8k
 
 __all__ = ["verify_math", "verify_math_batch", "answers_equivalent", "math_verify_stats", "normalize_gold"]
 
@@ -35,17 +35,18 @@ _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}((,\d{3})+|( \d{3})+)(\.\d+)?")
 
 # The helper: reads one JSON batch per line, writes one line per check ("1", "0" or "E <error>").
 # Anchoring: text with math delimiters or a box is parsed as it is (whole solutions work); a bare gold is
-# read as LaTeX ("$...$"); a bare prediction without backslashes or braces is read as an expression first,
-# so "1 000" and "1,22" mean what math-verify's expression reader says, then as LaTeX.
+# read as LaTeX ("$...$"); a bare prediction made only of digits, spaces, "." "," "+" "-" is read as an
+# expression first, so "1 000" and "1,22" mean what math-verify's expression reader says, then as LaTeX.
 _HELPER_SOURCE = r"""
 import json, logging, re, sys
 logging.disable(logging.WARNING)  # math-verify warns on every call that its own timeout is off
 from math_verify import parse, verify
+NUMLIKE = re.compile(r"[\\d\\s.,+-]+")
 DELIM = re.compile(r"(?<!\\)\$|\\boxed|\\fbox|\\\(|\\\[")
 def read(s, gold):
     if DELIM.search(s):
         return parse(s, parsing_timeout=None)
-    if gold or re.search(r"[\\{}]", s):
+    if gold or not NUMLIKE.fullmatch(s):
         return parse("$" + s + "$", parsing_timeout=None)
     return parse(s, parsing_timeout=None) or parse("$" + s + "$", parsing_timeout=None)
 out = sys.stdout
@@ -82,8 +83,8 @@ def normalize_gold(gold: Any) -> str:
     GSM8K ``"... #### 1,018"`` -> ``"1018"``; a single ``"\\boxed{x}"`` -> ``"x"``; ``27.0`` -> ``"27"``;
     anything else (``"$x$"``, several boxes, bare LaTeX) is stripped and kept.
 
-    >>> normalize_gold("so\\n#### 1,018"), normalize_gold(27.0), normalize_gold("\\boxed{\\frac12}")
-    ('1018', '27', '\\frac12')
+    >>> normalize_gold("so\\\\n#### 1,018"), normalize_gold(27.0), normalize_gold("\\\\boxed{\\\\frac12}")
+    ('1018', '27', '\\\\frac12')
     """
     return _unwrap(_as_text(gold))
 
@@ -95,6 +96,12 @@ def _unwrap(s: str) -> str:
     if s.count("\\boxed") + s.count("\\fbox") == 1:
         return extract_boxed(s) or s
     return s
+
+
+def _boxes_only(s: str) -> str:
+    """Text with boxes -> only its boxes, so math-verify does not parse every $...$ of a long solution."""
+    spans = _boxed_spans(s)
+    return " ".join("\\boxed{" + s[a:b] + "}" for a, b in spans) if spans else s
 
 
 def _plain_number(s: str) -> Fraction | None:
@@ -156,7 +163,9 @@ class _Helper:
         line, self.buf = self.buf.split(b"\n", 1)
         return line
 
-    def run(self, pairs: list[tuple[str, str]], opts: dict, timeout_s: float, first_timeout_s: float) -> list[bool]:
+    def run(
+        self, pairs: list[tuple[str, str]], opts: dict, timeout_s: float, first_timeout_s: float
+    ) -> list[bool]:
         """Check pairs in order; a hang or crash scores that pair False and the rest go to a fresh helper."""
         results: list[bool] = []
         with self.lock:
@@ -226,10 +235,14 @@ def verify_math_batch(
             out[i] = pv == gv
             continue
         slow.append(i)
-        pairs.append((pt, gt))
+        pairs.append((_boxes_only(pt), gt))
     if pairs:
         _STATS["helper_checks"] += len(pairs)
-        opts = {"float_rounding": float_rounding, "strict": strict, "allow_set_relation_comp": allow_set_relation_comp}
+        opts = {
+            "float_rounding": float_rounding,
+            "strict": strict,
+            "allow_set_relation_comp": allow_set_relation_comp,
+        }
         try:
             res = _HELPER.run(pairs, opts, timeout_s, _STARTUP_ALLOWANCE_S)
         except Exception:  # noqa: BLE001 - never stop training over a grader failure
@@ -248,7 +261,7 @@ def verify_math(pred: Any, gold: Any, timeout_s: float = 5.0, **options: Any) ->
     ``math_verify_stats()``. ``options``: math-verify's ``float_rounding`` (6), ``strict`` (True),
     ``allow_set_relation_comp`` (False).
 
-    >>> verify_math("\\frac{1}{2}", "0.5"), verify_math("$[1, 2)$", "[1,2)"), verify_math("x", "y")
+    >>> verify_math("\\\\frac{1}{2}", "0.5"), verify_math("$[1, 2)$", "[1,2)"), verify_math("x", "y")
     (True, True, False)
     """
     try:
@@ -261,7 +274,7 @@ def verify_math(pred: Any, gold: Any, timeout_s: float = 5.0, **options: Any) ->
 def answers_equivalent(a: str, b: str, timeout_s: float = 5.0) -> bool:
     """Symmetric equivalence of two extracted answers, for majority-vote grouping (cons@k).
 
-    >>> answers_equivalent("1/2", "\\frac{1}{2}"), answers_equivalent("3", "4")
+    >>> answers_equivalent("1/2", "\\\\frac{1}{2}"), answers_equivalent("3", "4")
     (True, False)
     """
     if a is None or b is None:

@@ -64,7 +64,9 @@ if pid == 0:
     except BaseException:
         import traceback; traceback.print_exc(); sys.stdout.flush(); sys.stderr.flush(); os._exit(1)
     sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
-os.write(fd, str(pid).encode()); os.close(fd)
+try: os.write(fd, str(pid).encode())
+except OSError: pass
+os.close(fd)
 _, status = os.waitpid(pid, 0)
 os._exit(os.waitstatus_to_exitcode(status) & 255 if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 """
@@ -156,7 +158,11 @@ def _preexec(plan: _Plan, limits: SandboxLimits, workdir: str, uid: int):
             outer_uid, outer_gid = os.getuid(), os.getgid()
             _check(libc.unshare(flags), "unshare")
             if plan.user_ns:  # map ourselves to root inside, to be allowed to mount
-                for name, text in (("setgroups", "deny"), ("uid_map", f"0 {outer_uid} 1"), ("gid_map", f"0 {outer_gid} 1")):
+                for name, text in (
+                    ("setgroups", "deny"),
+                    ("uid_map", f"0 {outer_uid} 1"),
+                    ("gid_map", f"0 {outer_gid} 1"),
+                ):
                     with open(f"/proc/self/{name}", "w") as f:
                         f.write(text)
             _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount private")
@@ -167,9 +173,13 @@ def _preexec(plan: _Plan, limits: SandboxLimits, workdir: str, uid: int):
             size = f"size={max(limits.file_mb * 4, 16)}m,mode=1777".encode()
             for p in ("/tmp", "/var/tmp", "/dev/shm"):
                 if os.path.isdir(p):
-                    _check(libc.mount(b"tmpfs", p.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, size), f"tmpfs {p}")
+                    _check(
+                        libc.mount(b"tmpfs", p.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, size), f"tmpfs {p}"
+                    )
             os.mkdir(_INNER_DIR, 0o755)
-            _check(libc.mount(f"/proc/self/fd/{wfd}".encode(), _INNER_DIR.encode(), None, _MS_BIND, None), "bind")
+            _check(
+                libc.mount(f"/proc/self/fd/{wfd}".encode(), _INNER_DIR.encode(), None, _MS_BIND, None), "bind"
+            )
             os.close(wfd)
             os.chdir(_INNER_DIR)
         mb = 1 << 20
@@ -192,7 +202,11 @@ def _preexec(plan: _Plan, limits: SandboxLimits, workdir: str, uid: int):
 
 def _launch(plan: _Plan, workdir: str, limits: SandboxLimits, uid: int, stdin, stdout, stderr) -> tuple:
     r, w = os.pipe()
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": _INNER_DIR if plan.namespaces else workdir}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": _INNER_DIR if plan.namespaces else workdir,
+    }
     try:
         proc = subprocess.Popen(
             [plan.interpreter, "-I", "-S", "-c", _BOOT, str(w)],
@@ -299,9 +313,11 @@ def run_python(source: str, stdin: str = "", limits: SandboxLimits | None = None
         if plan.drop_uid:
             os.chown(main, uid, uid)
         Path(iodir, "in").write_text(stdin, encoding="utf-8", errors="surrogatepass")
-        with open(Path(iodir, "in"), "rb") as fin, open(Path(iodir, "out"), "wb") as fout, open(
-            Path(iodir, "err"), "wb"
-        ) as ferr:
+        with (
+            open(Path(iodir, "in"), "rb") as fin,
+            open(Path(iodir, "out"), "wb") as fout,
+            open(Path(iodir, "err"), "wb") as ferr,
+        ):
             try:
                 proc, r = _launch(plan, workdir, limits, uid, fin, fout, ferr)
             except (OSError, subprocess.SubprocessError) as e:
@@ -325,16 +341,29 @@ def run_python(source: str, stdin: str = "", limits: SandboxLimits | None = None
         )
     finally:
         if proc is not None:
+            if inner_pid and (timed_out or _is_sandbox_init(inner_pid)):
+                _kill(inner_pid)  # PID 1 of the namespace: its death takes every process in it down
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # the whole group, even if the leader already exited
             except (ProcessLookupError, PermissionError):
                 pass
-            if inner_pid:
-                _kill(inner_pid)  # PID 1 of the namespace: its death takes every process in it down
             _kill(proc.pid)
             proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(iodir, ignore_errors=True)
+
+
+def _is_sandbox_init(pid: int) -> bool:
+    """Is ``pid`` (still) PID 1 of a nested PID namespace? Guards against killing a reused pid."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    ids = line.split()[1:]
+                    return len(ids) >= 2 and ids[-1] == "1"
+    except OSError:
+        pass
+    return False
 
 
 def _read(path: Path, limit: int) -> str:

@@ -38,6 +38,8 @@ class SamplingParams:
 class Rollout:
     """The completions of one ``generate`` call, flattened to N = len(prompts) * n rows.
 
+    Tensors are on the engine's device (the model's); the trainer moves them to CPU with ``.to("cpu")``.
+
     Row order: all n completions of prompt 0, then of prompt 1, ... (``group_ids`` says it explicitly).
     """
 
@@ -56,6 +58,18 @@ class Rollout:
     """(N,) "stop" (EOS, stop token or stop string) or "length" (hit max_new_tokens)."""
     texts: list[str]
     """(N,) decoded completions, special tokens skipped."""
+
+    def to(self, device: torch.device | str) -> Rollout:
+        """The same rollout with its tensors on ``device`` (engines return them on the model's device)."""
+        return Rollout(
+            prompt_ids=self.prompt_ids,
+            group_ids=self.group_ids.to(device),
+            completion_ids=self.completion_ids.to(device),
+            completion_mask=self.completion_mask.to(device),
+            logprobs=self.logprobs.to(device),
+            finish_reasons=self.finish_reasons,
+            texts=self.texts,
+        )
 
     @property
     def lengths(self) -> torch.Tensor:

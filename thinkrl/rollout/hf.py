@@ -60,9 +60,9 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self._generator = torch.Generator().manual_seed(seed)
-        eos = _as_ids(tokenizer.eos_token_id) | _as_ids(
-            getattr(model.generation_config, "eos_token_id", None)
-        )
+        # The tokenizer's EOS and the model's generation EOS (chat models often have several) all stop.
+        gen_cfg = getattr(model, "generation_config", None)
+        eos = _as_ids(tokenizer.eos_token_id) | _as_ids(getattr(gen_cfg, "eos_token_id", None))
         if not eos:
             raise ValueError("the tokenizer has no eos_token_id; set one so completions can stop")
         self.eos_ids: set[int] = eos
@@ -217,7 +217,7 @@ class HFEngine:
                     died_at.append(t)
             if last or not any(alive):
                 break
-            if False and (len(died_at) >= DROP_FRACTION * len(alive) or t - died_at[0] >= MAX_IDLE_STEPS):
+            if died_at and (len(died_at) >= DROP_FRACTION * len(alive) or t - died_at[0] >= MAX_IDLE_STEPS):
                 # Drop finished rows from the cache and every per-row tensor. Not on every finish: a drop
                 # copies the whole cache, so it waits until DROP_FRACTION of the batch is finished or the
                 # oldest finished row has been carried MAX_IDLE_STEPS steps.

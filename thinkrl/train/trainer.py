@@ -83,9 +83,9 @@ def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
     if not path:
         raise ValueError("model.path is empty; set it to a Hugging Face model folder or name, or `demo`")
     if path == "demo":
-        from thinkrl.demo import base_model_path
+        from thinkrl.demo import DEMO_BASE_PATH
 
-        path = str(base_model_path())
+        path = str(DEMO_BASE_PATH)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.model.dtype), "trust_remote_code": cfg.model.trust_remote_code}
     if cfg.model.attn_implementation:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
@@ -260,6 +260,7 @@ class GRPOTrainer:
             idx = self._next_prompt_indices(r.prompts_per_step)
             with _timed(timings, "generate"):
                 rollout = self.engine.generate([self.train_prompt_ids[i] for i in idx], self.sampling_params(round_))
+                rollout = rollout.to("cpu")
             with _timed(timings, "reward"):
                 out = self._score(rollout, idx)
             if a.dynamic_sampling:
