@@ -20,7 +20,9 @@ def test_defaults_are_the_papers():
 
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("rollout:\n  group_size: 8\ntrain:\n  lr: 1.0e-4\nrewards:\n  - {name: format, weight: 0.5}\n")
+    path.write_text(
+        "rollout:\n  group_size: 8\ntrain:\n  lr: 1.0e-4\nrewards:\n  - {name: format, weight: 0.5}\n"
+    )
     cfg = load_config(path, ["rollout.group_size=4", "algorithm.beta=0"])
     assert cfg.rollout.group_size == 4 and cfg.train.lr == 1e-4 and cfg.algorithm.beta == 0.0
     assert cfg.rewards[0].name == "format" and cfg.rewards[0].weight == 0.5
@@ -33,13 +35,19 @@ def test_yaml_then_overrides(tmp_path):
     ("overrides", "message"),
     [
         (["rollout.group_size=1"], r"group-relative advantage needs G >= 2"),
-        (["algorithm.advantage=ppo"], r"algorithm.advantage='ppo' is unknown; valid: dr_grpo, grpo, reinforce_pp, rloo"),
+        (
+            ["algorithm.advantage=ppo"],
+            r"algorithm.advantage='ppo' is unknown; valid: dr_grpo, grpo, reinforce_pp, rloo",
+        ),
         (["algorithm.loss_agg=mean"], r"valid: seq_mean_token_mean, seq_mean_token_sum_norm, token_mean"),
         (["algorithm.kl_estimator=k4"], r"valid: k1, k2, k3"),
         (["data.template=Solve this"], r"no '\{question\}' placeholder"),
         (["rollout.temperature=0"], r"RL needs sampling"),
         (["algorithm.num_minibatches=3"], r"must divide prompts_per_step x group_size = 512"),
-        (["rollout.grup_size=4"], r"unknown key 'rollout.grup_size'; valid keys under 'rollout': engine, group_size"),
+        (
+            ["rollout.grup_size=4"],
+            r"unknown key 'rollout.grup_size'; valid keys under 'rollout': engine, group_size",
+        ),
         (["train.lr=fast"], r"train.lr"),
         (["beta"], r"not key=value"),
     ],
@@ -55,7 +63,10 @@ def test_missing_config_file():
 
 
 def test_group_of_one_allowed_without_group_baseline():
-    assert load_config(None, ["rollout.group_size=1", "algorithm.advantage=reinforce_pp"]).rollout.group_size == 1
+    assert (
+        load_config(None, ["rollout.group_size=1", "algorithm.advantage=reinforce_pp"]).rollout.group_size
+        == 1
+    )
 
 
 @pytest.fixture()
@@ -88,7 +99,10 @@ def test_load_prompts_from_datasets_folder(files):
 def test_missing_file_and_column_are_clear(files):
     with pytest.raises(DataError, match="does not exist"):
         load_prompts(str(files / "missing.jsonl"))
-    with pytest.raises(DataError, match=r"no column 'question' \(data.question_key\); its columns are: problem, solution, level"):
+    with pytest.raises(
+        DataError,
+        match=r"no column 'question' \(data.question_key\); its columns are: problem, solution, level",
+    ):
         load_prompts(str(files / "d.jsonl"))
 
 

@@ -19,7 +19,18 @@ from thinkrl.rewards.extract import (
 )
 from thinkrl.rewards.format import format_reward, format_think_reward, tag_count_reward
 
-MODULES = ["extract", "format", "countdown", "language", "shaping", "accuracy", "routing", "math", "code", "__init__"]
+MODULES = [
+    "extract",
+    "format",
+    "countdown",
+    "language",
+    "shaping",
+    "accuracy",
+    "routing",
+    "math",
+    "code",
+    "__init__",
+]
 
 
 @pytest.mark.parametrize("mod", MODULES)
@@ -98,7 +109,11 @@ def test_format_prefilled_think() -> None:
 
 
 def test_one_megabyte_completions_score_fast() -> None:
-    big = ["<think>" + "x" * (1 << 20) + "</think><answer>1</answer>", "<think>" * (1 << 17), "\\boxed{" * 100_000]
+    big = [
+        "<think>" + "x" * (1 << 20) + "</think><answer>1</answer>",
+        "<think>" * (1 << 17),
+        "\\boxed{" * 100_000,
+    ]
     t = time.perf_counter()
     for name in ("format", "format_think", "tag_count", "language_consistency", "exact_match"):
         scores = get_reward(name)(["q"] * 3, big, answer=["1"] * 3)

@@ -17,7 +17,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _rows(rel: str) -> list[dict]:
     path = DATA / rel
     if not path.exists():
-        pytest.skip(f"{path} not found: the shared evaluation data (../shared/data next to the repo) is absent")
+        pytest.skip(
+            f"{path} not found: the shared evaluation data (../shared/data next to the repo) is absent"
+        )
     with open(path) as f:
         return [json.loads(line) for line in f]
 
@@ -67,7 +69,12 @@ def test_answers_equivalent() -> None:
 
 
 def test_accuracy_reward() -> None:
-    comps = ["<think>..</think><answer>\\frac{1}{2}</answer>", "so \\boxed{0.5}", "answer 0.5", "<answer>2</answer>"]
+    comps = [
+        "<think>..</think><answer>\\frac{1}{2}</answer>",
+        "so \\boxed{0.5}",
+        "answer 0.5",
+        "<answer>2</answer>",
+    ]
     assert get_reward("accuracy")(["q"] * 4, comps, answer=["1/2"] * 3 + [None]) == [1.0, 1.0, 0.0, None]
 
 
@@ -76,7 +83,9 @@ def test_math500_solution_vs_own_and_next_answer() -> None:
     own = verify_math_batch([r["solution"] for r in rows], [r["answer"] for r in rows])
     assert sum(own) >= 0.99 * len(rows), [r["answer"] for r, ok in zip(rows, own) if not ok]
     pairs = [(r["solution"], rows[(i + 1) % len(rows)]["answer"]) for i, r in enumerate(rows)]
-    keep = [i for i, r in enumerate(rows) if r["answer"].strip() != rows[(i + 1) % len(rows)]["answer"].strip()]
+    keep = [
+        i for i, r in enumerate(rows) if r["answer"].strip() != rows[(i + 1) % len(rows)]["answer"].strip()
+    ]
     cross = verify_math_batch([pairs[i][0] for i in keep], [pairs[i][1] for i in keep])
     assert sum(cross) <= 0.01 * len(keep)
 

@@ -60,7 +60,9 @@ def test_language_consistency() -> None:
     assert language_consistency_score(mixed, "en") == pytest.approx(4 / 6)
     assert language_consistency_score(mixed, "zh") == pytest.approx(2 / 6)
     # numbers, LaTeX and code are neutral: only "so" and "is" are words here
-    assert language_consistency_score("<think>so $\\frac{1}{2}$ is `print(x)` 42 \\alpha</think>", "zh") == 0.0
+    assert (
+        language_consistency_score("<think>so $\\frac{1}{2}$ is `print(x)` 42 \\alpha</think>", "zh") == 0.0
+    )
     assert language_consistency_score("<think>so $\\frac{1}{2}$ is `print(x)` 42</think>", "en") == 1.0
     assert language_consistency_score("<think>  42 $x$ </think>", "en") == 0.0  # no words: no reward
     fr = "<think>Nous additionnons les deux nombres. Ensuite nous divisons le résultat par deux.</think>"
@@ -72,7 +74,14 @@ def test_language_consistency() -> None:
 
 
 def test_shaping() -> None:
-    assert overlong_penalty([8, 9, 10, 11, 12, 13], max_len=12, buffer=4) == [0.0, -0.25, -0.5, -0.75, -1.0, -1.0]
+    assert overlong_penalty([8, 9, 10, 11, 12, 13], max_len=12, buffer=4) == [
+        0.0,
+        -0.25,
+        -0.5,
+        -0.75,
+        -1.0,
+        -1.0,
+    ]
     with pytest.raises(ValueError):
         overlong_penalty([1], max_len=4, buffer=5)
     assert kimi_length_penalty([5, 5], [True, False]) == [0.0, 0.0]

@@ -77,7 +77,9 @@ def test_checkpoint_resume_is_exact(tmp_path):
 
     part = make_trainer(tmp_path / "b", "train.steps=2")
     part.train()
-    resumed = make_trainer(tmp_path / "b", "train.steps=4", "train.resume=true", seed=123)  # other init: must be overwritten
+    resumed = make_trainer(
+        tmp_path / "b", "train.steps=4", "train.resume=true", seed=123
+    )  # other init: must be overwritten
     assert resumed.step == 2
     resumed_hist = resumed.train()
     for k, v in params(full.model).items():
@@ -119,9 +121,18 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
         ("algorithm.num_minibatches=2", "algorithm.ppo_epochs=2", "algorithm.clip_high=0.28"),
         ("algorithm.dynamic_sampling=true", "algorithm.mask_truncated=true"),
         ("algorithm.beta=0.01", "algorithm.ref_refresh_steps=1", "algorithm.kl_estimator=k2"),
-        ("algorithm.advantage=rloo", "algorithm.loss_agg=seq_mean_token_sum_norm", "algorithm.ratio_level=sequence"),
-        ("algorithm.advantage=reinforce_pp", "algorithm.tis_cap=2.0", "algorithm.entropy_coef=0.01",
-         "train.lr_schedule=cosine", "train.warmup_steps=1"),
+        (
+            "algorithm.advantage=rloo",
+            "algorithm.loss_agg=seq_mean_token_sum_norm",
+            "algorithm.ratio_level=sequence",
+        ),
+        (
+            "algorithm.advantage=reinforce_pp",
+            "algorithm.tis_cap=2.0",
+            "algorithm.entropy_coef=0.01",
+            "train.lr_schedule=cosine",
+            "train.warmup_steps=1",
+        ),
     ],
 )
 def test_algorithm_options_run(tmp_path, overrides):

@@ -1,8 +1,8 @@
 """``thinkrl`` command line: train, eval, demo, report, pretrain, config.
 
-    thinkrl train configs/demo.yaml algorithm.beta=0.0 rollout.group_size=16
-    thinkrl train configs/demo.yaml --resume
-    thinkrl config configs/demo.yaml train.lr=1e-5        # print the resolved config
+thinkrl train configs/demo.yaml algorithm.beta=0.0 rollout.group_size=16
+thinkrl train configs/demo.yaml --resume
+thinkrl config configs/demo.yaml train.lr=1e-5        # print the resolved config
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ Every field is documented in thinkrl/config.py and in `thinkrl config --help`.
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML config file (see configs/); omit to start from the defaults")
+    p.add_argument(
+        "config", nargs="?", help="YAML config file (see configs/); omit to start from the defaults"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algorithm.beta=0.0")
 
 
@@ -70,10 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     _add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir"
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("config", help="print the resolved config (defaults <- YAML <- overrides) and validate it")
+    p = sub.add_parser(
+        "config", help="print the resolved config (defaults <- YAML <- overrides) and validate it"
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_config)
 
@@ -85,7 +91,9 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own arguments (eval, demo, report, pretrain)."""
     from thinkrl.eval.runner import add_eval_arguments, run_eval_cli
 
-    p = sub.add_parser("eval", help="evaluate a model with the R1 protocol (pass@1 over k samples, pass@k, cons@k)")
+    p = sub.add_parser(
+        "eval", help="evaluate a model with the R1 protocol (pass@1 over k samples, pass@k, cons@k)"
+    )
     add_eval_arguments(p)
     p.set_defaults(func=run_eval_cli)
 

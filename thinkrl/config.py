@@ -245,7 +245,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config: {_explain(e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML in the config or an override ({e}); quote values with braces or colons") from None
+        raise ConfigError(
+            f"invalid YAML in the config or an override ({e}); quote values with braces or colons"
+        ) from None
     assert isinstance(cfg, Config)
     validate(cfg)
     return cfg
@@ -267,7 +269,11 @@ def _valid_keys(dotted: str) -> list[str]:
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if part not in fields:
             return [f.name for f in dataclasses.fields(Config)]
-        obj = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
+        obj = (
+            fields[part].default_factory()
+            if fields[part].default_factory is not dataclasses.MISSING
+            else None
+        )
         obj = type(obj) if dataclasses.is_dataclass(obj) else None
         if obj is None:
             return []
@@ -301,7 +307,10 @@ def validate(cfg: Config) -> None:
         "needs G >= 2 samples per prompt (every advantage would be 0); set rollout.group_size=2 or more",
     )
     _check(r.prompts_per_step >= 1, f"rollout.prompts_per_step={r.prompts_per_step} must be >= 1")
-    _check(r.temperature > 0, f"rollout.temperature={r.temperature}: RL needs sampling; use a value > 0 (R1: 1.0)")
+    _check(
+        r.temperature > 0,
+        f"rollout.temperature={r.temperature}: RL needs sampling; use a value > 0 (R1: 1.0)",
+    )
     _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
     _check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0 (0 disables)")
     _check(r.max_new_tokens >= 1, f"rollout.max_new_tokens={r.max_new_tokens} must be >= 1")
@@ -313,7 +322,10 @@ def validate(cfg: Config) -> None:
         (a.kl_estimator, KL_ESTIMATORS, "algorithm.kl_estimator"),
     ):
         _check(name in registry, f"{field_name}={name!r} is unknown; valid: {', '.join(sorted(registry))}")
-    _check(a.ratio_level in ("token", "sequence"), f"algorithm.ratio_level={a.ratio_level!r}; valid: token, sequence")
+    _check(
+        a.ratio_level in ("token", "sequence"),
+        f"algorithm.ratio_level={a.ratio_level!r}; valid: token, sequence",
+    )
     _check(a.beta >= 0, f"algorithm.beta={a.beta} must be >= 0 (0 disables the KL term)")
     _check(a.clip_low >= 0 and a.clip_high >= 0, "algorithm.clip_low and clip_high must be >= 0")
     _check(a.dual_clip is None or a.dual_clip > 1, f"algorithm.dual_clip={a.dual_clip} must be > 1 or null")
@@ -329,14 +341,23 @@ def validate(cfg: Config) -> None:
     _check(t.steps >= 0, "train.steps must be >= 0")
     _check(t.lr > 0, f"train.lr={t.lr} must be > 0")
     _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
-    _check(t.lr_schedule in ("constant", "cosine"), f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine")
+    _check(
+        t.lr_schedule in ("constant", "cosine"),
+        f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine",
+    )
     _check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
     _check(t.keep_last >= 1, "train.keep_last must be >= 1")
     _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
-    _check(cfg.model.dtype in ("float32", "bfloat16", "float16"), f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16")
+    _check(
+        cfg.model.dtype in ("float32", "bfloat16", "float16"),
+        f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16",
+    )
     _check(ev.k >= 1, "eval.k must be >= 1")
     _check(ev.every_steps >= 0, "eval.every_steps must be >= 0")
-    _check(len(cfg.rewards) >= 1, "rewards is empty; list at least one, e.g. rewards=[{name: accuracy, weight: 1.0}]")
+    _check(
+        len(cfg.rewards) >= 1,
+        "rewards is empty; list at least one, e.g. rewards=[{name: accuracy, weight: 1.0}]",
+    )
     try:
         check_template(cfg.data.template)
     except ValueError as e:

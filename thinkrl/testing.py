@@ -29,7 +29,9 @@ def char_tokenizer(chars: str = DEFAULT_CHARS, extra_tokens: tuple[str, ...] = (
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
     tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>"
+    )
     if extra_tokens:
         tok.add_tokens(list(extra_tokens))  # match them whole, before the per-character split
     return tok
@@ -39,12 +41,21 @@ def tiny_model(
     arch: str, vocab_size: int, *, hidden: int = 32, layers: int = 2, heads: int = 4, seed: int = 0
 ) -> torch.nn.Module:
     """A small ``llama``, ``qwen2`` or ``gpt2`` causal LM with ids pad=0, eos=1, bos=2."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     ids = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
     if arch == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, **ids))
+        return GPT2LMHeadModel(
+            GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, **ids)
+        )
     common = dict(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), tie_word_embeddings=True, **ids,

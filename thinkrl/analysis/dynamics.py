@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import re
 
-REFLECTION_WORDS = ("wait", "mistake", "however", "but", "retry", "error", "verify", "wrong", "evaluate", "check")
+REFLECTION_WORDS = (
+    "wait",
+    "mistake",
+    "however",
+    "but",
+    "retry",
+    "error",
+    "verify",
+    "wrong",
+    "evaluate",
+    "check",
+)
 _REFLECTION_RE = re.compile(r"\b(" + "|".join(REFLECTION_WORDS) + r")\b", re.IGNORECASE)
 
 

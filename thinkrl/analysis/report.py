@@ -55,9 +55,14 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]
             continue
         fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=110)
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, linewidth=1.6, color="#2563eb")
-        if len(ys) >= 8 and not key.startswith("eval/"):  # a moving average shows the trend through sampling noise
+        if len(ys) >= 8 and not key.startswith(
+            "eval/"
+        ):  # a moving average shows the trend through sampling noise
             w = max(3, len(ys) // 10)
-            smooth = [sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1]) for i in range(len(ys))]
+            smooth = [
+                sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1])
+                for i in range(len(ys))
+            ]
             ax.plot(xs, smooth, linewidth=2.4, color="#dc2626", label=f"moving average ({w})")
             ax.legend(loc="best", fontsize=8)
         ax.set_title(title, fontsize=11)
@@ -74,7 +79,9 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -29,7 +29,9 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}); fix or remove that line") from None
+                    raise DataError(
+                        f"{path}:{lineno} is not valid JSON ({e.msg}); fix or remove that line"
+                    ) from None
         return rows
     if suffix == ".json":
         data = json.loads(path.read_text())
@@ -82,7 +84,9 @@ def _read_datasets(spec: str, split: str) -> list[dict[str, Any]]:
 def read_rows(spec: str, split: str = "train") -> list[dict[str, Any]]:
     """Raw rows from ``spec``: a file, a folder of files, a ``datasets`` folder, a hub name, or ``builtin:NAME``."""
     if not spec:
-        raise DataError("no dataset given; set data.train to a .jsonl/.parquet/.csv file, a folder, or builtin:demo")
+        raise DataError(
+            "no dataset given; set data.train to a .jsonl/.parquet/.csv file, a folder, or builtin:demo"
+        )
     if spec.startswith("builtin:"):
         from thinkrl.data.builtin import builtin_rows
 
@@ -120,11 +124,15 @@ def load_prompts(
     columns = list(rows[0].keys())
     for key, role in ((question_key, "data.question_key"), (answer_key, "data.answer_key")):
         if key not in rows[0]:
-            raise DataError(f"dataset {spec!r} has no column {key!r} ({role}); its columns are: {', '.join(columns)}")
+            raise DataError(
+                f"dataset {spec!r} has no column {key!r} ({role}); its columns are: {', '.join(columns)}"
+            )
     out = []
     for i, row in enumerate(rows):
         if row.get(question_key) in (None, ""):
-            raise DataError(f"dataset {spec!r} row {i} has an empty {question_key!r}; remove the row or fix it")
+            raise DataError(
+                f"dataset {spec!r} row {i} has an empty {question_key!r}; remove the row or fix it"
+            )
         new = {k: v for k, v in row.items() if k not in (question_key, answer_key)}
         new["question"] = str(row[question_key])
         new["answer"] = row[answer_key]

@@ -47,7 +47,9 @@ def render_prompt(template: str, question: str, tokenizer: Any = None, system: s
                 "template 'chat' needs a tokenizer with a chat template; this tokenizer has none: "
                 "use data.template=r1 or plain, or a tokenizer that ships a chat_template"
             )
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": question}
+        ]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     fmt = TEMPLATES.get(template) or template
     # str.replace, not str.format: questions and templates may contain LaTeX braces.

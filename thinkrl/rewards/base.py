@@ -36,7 +36,6 @@ class RewardOutput:
     """name -> (N,) float32 raw scores, NaN where the function returned None."""
 
 
-
 def compute_rewards(
     funcs: Sequence[RewardFn],
     weights: Sequence[float] | None,
@@ -53,13 +52,17 @@ def compute_rewards(
     """
     n = len(completions)
     if len(prompts) != n:
-        raise ValueError(f"compute_rewards: {len(prompts)} prompts for {n} completions; pass one prompt per completion")
+        raise ValueError(
+            f"compute_rewards: {len(prompts)} prompts for {n} completions; pass one prompt per completion"
+        )
     for key, col in columns.items():
         if len(col) != n:
             raise ValueError(f"compute_rewards: column {key!r} has {len(col)} rows for {n} completions")
     weights = list(weights) if weights is not None else [1.0] * len(funcs)
     if len(weights) != len(funcs):
-        raise ValueError(f"compute_rewards: {len(weights)} weights for {len(funcs)} reward functions; give one weight each")
+        raise ValueError(
+            f"compute_rewards: {len(weights)} weights for {len(funcs)} reward functions; give one weight each"
+        )
     total = torch.zeros(n, dtype=torch.float32)
     per_function: dict[str, torch.Tensor] = {}
     for fn, w in zip(funcs, weights):
@@ -78,7 +81,9 @@ def compute_rewards(
                 continue
             s = float(s)
             if not math.isfinite(s):
-                raise RewardError(f"reward function {name!r} returned {s} for row {i}; rewards must be finite or None")
+                raise RewardError(
+                    f"reward function {name!r} returned {s} for row {i}; rewards must be finite or None"
+                )
             raw[i] = s
         per_function[name] = raw
         total += w * torch.nan_to_num(raw, nan=0.0)

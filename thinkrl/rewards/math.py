@@ -25,7 +25,7 @@ import time
 from fractions import Fraction
 from typing import Any
 
-from thinkrl.rewards.extract import _boxed_spans, extract_boxed, extract_gsm8k
+from thinkrl.rewards.extract import extract_boxed, extract_gsm8k
 
 __all__ = ["verify_math", "verify_math_batch", "answers_equivalent", "math_verify_stats", "normalize_gold"]
 
@@ -96,12 +96,6 @@ def _unwrap(s: str) -> str:
     if s.count("\\boxed") + s.count("\\fbox") == 1:
         return extract_boxed(s) or s
     return s
-
-
-def _boxes_only(s: str) -> str:
-    """Text with boxes -> only its boxes, so math-verify does not parse every $...$ of a long solution."""
-    spans = _boxed_spans(s)
-    return " ".join("\\boxed{" + s[a:b] + "}" for a, b in spans) if spans else s
 
 
 def _plain_number(s: str) -> Fraction | None:
@@ -235,7 +229,7 @@ def verify_math_batch(
             out[i] = pv == gv
             continue
         slow.append(i)
-        pairs.append((_boxes_only(pt), gt))
+        pairs.append((pt, gt))
     if pairs:
         _STATS["helper_checks"] += len(pairs)
         opts = {

@@ -38,7 +38,9 @@ class TrainBatch:
         attn = self.attention_mask[idx]
         lens = attn[:, -t_all:].sum(1)
         t = max(int(lens.max()), 1)
-        lead = int(attn[:, : attn.shape[1] - t_all].sum(0).ne(0).long().argmax())  # first prompt column in use
+        lead = int(
+            attn[:, : attn.shape[1] - t_all].sum(0).ne(0).long().argmax()
+        )  # first prompt column in use
         seq = slice(lead, attn.shape[1] - (t_all - t))
 
         def comp(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -56,7 +58,9 @@ class TrainBatch:
         )
 
 
-def build_batch(rollout: Rollout, advantages: torch.Tensor, pad_id: int, loss_mask: torch.Tensor) -> TrainBatch:
+def build_batch(
+    rollout: Rollout, advantages: torch.Tensor, pad_id: int, loss_mask: torch.Tensor
+) -> TrainBatch:
     """Pair each completion with its prompt. ``loss_mask`` (N, T) selects tokens that carry loss."""
     n, t = rollout.completion_ids.shape
     prompts = [rollout.prompt_ids[g] for g in rollout.group_ids.tolist()]

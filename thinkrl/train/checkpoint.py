@@ -64,7 +64,9 @@ def save_checkpoint(
     latest_tmp = root / (LATEST + ".tmp")
     latest_tmp.write_text(final.name)
     os.replace(latest_tmp, root / LATEST)
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep_last]:
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[
+        :-keep_last
+    ]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -14,11 +14,17 @@ from thinkrl.config import Config, LogConfig
 class MetricsLogger:
     """Append one JSON object per step to ``RUN/metrics.jsonl`` (and mirror to TB / W&B if enabled)."""
 
-    def __init__(self, run_dir: str | Path, log_cfg: LogConfig, cfg: Config | None = None, *, resume_step: int = 0):
+    def __init__(
+        self, run_dir: str | Path, log_cfg: LogConfig, cfg: Config | None = None, *, resume_step: int = 0
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():  # on resume, drop lines from steps after the checkpoint: they will be redone
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            kept = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln and json.loads(ln).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(ln + "\n" for ln in kept))
         self._tb = self._wandb = None
         if log_cfg.tensorboard:
@@ -41,7 +47,9 @@ class MetricsLogger:
         record = {"step": step, "time": round(time.time(), 3), **{k: _clean(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        numeric = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step", "time")}
+        numeric = {
+            k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step", "time")
+        }
         if self._tb is not None:
             for k, v in numeric.items():
                 self._tb.add_scalar(k, v, step)

@@ -86,11 +86,16 @@ def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
         from thinkrl.demo import DEMO_BASE_PATH
 
         path = str(DEMO_BASE_PATH)
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.model.dtype), "trust_remote_code": cfg.model.trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "dtype": getattr(torch, cfg.model.dtype),
+        "trust_remote_code": cfg.model.trust_remote_code,
+    }
     if cfg.model.attn_implementation:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code
+    )
     return model, tokenizer
 
 
@@ -147,7 +152,9 @@ class GRPOTrainer:
             model, tokenizer = load_model_and_tokenizer(cfg)
         if tokenizer is None:
             raise ValueError("GRPOTrainer got a model but no tokenizer; pass tokenizer=...")
-        if tokenizer.pad_token_id is None:  # many base models ship without one; EOS never reaches the loss as pad
+        if (
+            tokenizer.pad_token_id is None
+        ):  # many base models ship without one; EOS never reaches the loss as pad
             tokenizer.pad_token = tokenizer.eos_token
         self.model, self.tokenizer = model.to(self.device), tokenizer
         if cfg.model.disable_dropout:
@@ -167,13 +174,25 @@ class GRPOTrainer:
         self.accuracy_name = next((n for n in ACCURACY_REWARDS if n in names), None)
 
         d = cfg.data
-        self.train_rows = train_rows if train_rows is not None else load_prompts(
-            d.train, split=d.split, question_key=d.question_key, answer_key=d.answer_key, max_rows=d.max_rows
+        self.train_rows = (
+            train_rows
+            if train_rows is not None
+            else load_prompts(
+                d.train,
+                split=d.split,
+                question_key=d.question_key,
+                answer_key=d.answer_key,
+                max_rows=d.max_rows,
+            )
         )
         self.eval_rows = eval_rows
         if self.eval_rows is None and d.eval:
-            self.eval_rows = load_prompts(d.eval, split="test", question_key=d.question_key, answer_key=d.answer_key)
-        self.train_prompts = [render_prompt(d.template, r["question"], tokenizer, d.system_prompt) for r in self.train_rows]
+            self.eval_rows = load_prompts(
+                d.eval, split="test", question_key=d.question_key, answer_key=d.answer_key
+            )
+        self.train_prompts = [
+            render_prompt(d.template, r["question"], tokenizer, d.system_prompt) for r in self.train_rows
+        ]
         self.train_prompt_ids = self._tokenize_prompts(self.train_prompts)
 
         if engine is None:
@@ -250,7 +269,9 @@ class GRPOTrainer:
             seed=self.cfg.train.seed * 1_000_003 + self.step * 101 + round_,
         )
 
-    def generate_and_score(self, timings: dict[str, float]) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor], list[int], dict]:
+    def generate_and_score(
+        self, timings: dict[str, float]
+    ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor], list[int], dict]:
         """Sample G completions for each of P prompts and score them; with dynamic sampling, drop groups whose
         rewards are all equal and sample more prompts (at most ``max_sampling_rounds`` rounds)."""
         r, a = self.cfg.rollout, self.cfg.algorithm
@@ -259,7 +280,9 @@ class GRPOTrainer:
         for round_ in range(a.max_sampling_rounds if a.dynamic_sampling else 1):
             idx = self._next_prompt_indices(r.prompts_per_step)
             with _timed(timings, "generate"):
-                rollout = self.engine.generate([self.train_prompt_ids[i] for i in idx], self.sampling_params(round_))
+                rollout = self.engine.generate(
+                    [self.train_prompt_ids[i] for i in idx], self.sampling_params(round_)
+                )
                 rollout = rollout.to("cpu")
             with _timed(timings, "reward"):
                 out = self._score(rollout, idx)
@@ -284,7 +307,13 @@ class GRPOTrainer:
             if kept_groups >= r.prompts_per_step:
                 break
         if not parts:  # every group of every round had zero spread: train on nothing, but log it
-            return None, None, {}, [], {"dynamic/dropped_groups": dropped_groups, "dynamic/rounds": round_ + 1}
+            return (
+                None,
+                None,
+                {},
+                [],
+                {"dynamic/dropped_groups": dropped_groups, "dynamic/rounds": round_ + 1},
+            )
         rollout = cat_rollouts(parts, self.tokenizer.pad_token_id)
         fn_names = per_fn[0].keys()
         merged = {k: torch.cat([p[k] for p in per_fn]) for k in fn_names}
@@ -313,7 +342,7 @@ class GRPOTrainer:
         return out
 
     def train_step(self) -> dict[str, float]:
-        cfg, a = self.cfg, self.cfg.algorithm
+        a = self.cfg.algorithm
         timings: dict[str, float] = {}
         step_start = time.perf_counter()
 
@@ -377,7 +406,9 @@ class GRPOTrainer:
                         sums[k] = sums.get(k, torch.zeros(())) + v
                     tokens_seen = tokens_seen + micro.mask.sum()
                 if cfg.train.max_grad_norm > 0:
-                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm))
+                    grad_norms.append(
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+                    )
                 else:
                     grad_norms.append(_grad_norm(self.model))
                 self.optimizer.step()
@@ -387,7 +418,9 @@ class GRPOTrainer:
         out["grad_norm"] = torch.stack([g.detach().float().cpu() for g in grad_norms]).mean()
         return out
 
-    def _micro_step(self, micro: TrainBatch, on_policy: bool, num_seqs: float, num_tokens: float) -> dict[str, torch.Tensor]:
+    def _micro_step(
+        self, micro: TrainBatch, on_policy: bool, num_seqs: float, num_tokens: float
+    ) -> dict[str, torch.Tensor]:
         """Forward, loss, backward for one micro-batch; returns token-weighted metric sums (0-dim tensors)."""
         a, r = self.cfg.algorithm, self.cfg.rollout
         logp, entropy = forward_logprobs(
@@ -418,7 +451,9 @@ class GRPOTrainer:
             stats = {k: v.detach().float().cpu() * n_tok for k, v in pl_metrics.items()}
             stats["entropy"] = (entropy.detach() * mask).sum().cpu()
             # engine vs trainer on the same tokens: 0 up to numerics for the built-in engine
-            stats["logprob_mismatch"] = ((logp.detach() - micro.sampler_logp.to(logp.device)).abs() * mask).sum().cpu()
+            stats["logprob_mismatch"] = (
+                ((logp.detach() - micro.sampler_logp.to(logp.device)).abs() * mask).sum().cpu()
+            )
             if kl is not None:
                 stats["kl"] = (kl.detach() * mask).sum().cpu()
             stats["loss"] = loss.detach().cpu()
@@ -451,7 +486,9 @@ class GRPOTrainer:
             m["format_rate"] = m["reward/format"]
         m.update({f"train/{k}": v for k, v in update.items()})
         # one host sync per step: every metric above is still a tensor
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in m.values()]).tolist()
+        values = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in m.values()]
+        ).tolist()
         out = dict(zip(m.keys(), values))
         total = time.perf_counter() - step_start
         out.update({f"time/{k}": v for k, v in timings.items()})
@@ -535,7 +572,9 @@ class GRPOTrainer:
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         unexpected = [k for k in unexpected if k]
         if unexpected or any("lm_head" not in k for k in missing):  # tied lm_head is not saved twice
-            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+            raise RuntimeError(
+                f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
+            )
         if (path / "reference").exists() and self.reference is not None:
             ref_weights = {}
             for f in sorted((path / "reference").glob("model*.safetensors")):
