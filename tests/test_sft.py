@@ -27,10 +27,18 @@ WORDS = ["cat", "dog", "sun", "map", "box", "pen", "cup", "hat", "key", "fox",
 ROWS = [{"prompt": f"{w}=", "response": f"<{w[::-1]}>"} for w in WORDS]
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def make_cfg(tmp_path, *overrides: str):
     base = [
         f"train.output_dir={tmp_path / 'run'}", "log.progress=false", "train.lr=1e-2", "train.max_seq_len=64",
         "train.micro_batch_size=4", "train.lr_schedule=constant", "train.max_grad_norm=0",
+        "train.num_threads=1",  # tiny tensors: one thread beats contended ones
     ]  # fmt: skip
     return load_sft_config(None, base + list(overrides))
 
@@ -138,9 +146,9 @@ def test_micro_batching_does_not_change_the_update(tmp_path):
 
 # ------------------------------------------------------------------------------------- learning, resume
 def test_tiny_model_memorises_twenty_examples(tmp_path):
-    tr = make_trainer(tmp_path, "train.epochs=60", "train.micro_batch_size=2", "train.lr=1e-2")
+    tr = make_trainer(tmp_path, "train.epochs=80", "train.max_grad_norm=1.0")  # one step an epoch
     history = tr.train()
-    assert history[-1]["train/loss"] < 0.05, [round(h["train/loss"], 3) for h in history[::20]]
+    assert history[-1]["train/loss"] < 0.01, [round(h["train/loss"], 3) for h in history[::10]]
     assert history[-1]["train/loss"] < history[0]["train/loss"] / 20
     tok = tr.tokenizer
     prompts = [tok(r["prompt"])["input_ids"] for r in ROWS]

@@ -122,6 +122,17 @@ def _instructed(rng: random.Random, held: set[tuple[int, ...]]) -> str:
     return rng.choice(_INSTRUCTIONS) + "\n" + _tagged(rng, held)
 
 
+def _asked(rng: random.Random, held: set[tuple[int, ...]], header: bool) -> str:
+    """A dialogue in which the user explicitly asks for the tags (in words unlike the R1 template) and the
+    assistant complies. ``header``: the request stands before the dialogue instead of inside the user turn."""
+    ops = _operands(rng, held)
+    ask = rng.choice(_INSTRUCTIONS)
+    reply = f"<think> {chain_text(ops)} </think> <answer>{sum(ops)}</answer>"
+    if header:
+        return f"{ask}\nUser: {question_text(ops)}. Assistant: {reply}"
+    return f"User: {ask} {question_text(ops)}. Assistant: {reply}"
+
+
 def _qa(rng: random.Random, held: set[tuple[int, ...]]) -> str:
     turns = []
     for _ in range(rng.randint(1, 3)):
@@ -161,6 +172,8 @@ def iter_documents(seed: int, mix: dict[str, float] | None = None, heldout_seed:
         "worked": lambda: _worked(rng, held),
         "tagged": lambda: _tagged(rng, held),
         "instructed": lambda: _instructed(rng, held),
+        "asked": lambda: _asked(rng, held, header=False),
+        "asked_header": lambda: _asked(rng, held, header=True),
         "qa": lambda: _qa(rng, held),
         "prose": lambda: _prose(rng),
         "tags": lambda: _tags(rng),

@@ -29,6 +29,7 @@ from thinkrl.rewards.extract import extract_boxed, extract_gsm8k
 
 __all__ = ["verify_math", "verify_math_batch", "answers_equivalent", "math_verify_stats", "normalize_gold"]
 
+_STATS_LOCK = threading.Lock()
 _STATS = {"checks": 0, "fast_path": 0, "helper_checks": 0, "timeouts": 0, "errors": 0, "helper_starts": 0}
 _DEC_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}((,\d{3})+|( \d{3})+)(\.\d+)?")
@@ -63,12 +64,18 @@ for line in sys.stdin:
 """
 
 
+def _count(key: str, n: int) -> None:
+    with _STATS_LOCK:  # helpers report from their own threads
+        _STATS[key] += n
+
+
 def math_verify_stats() -> dict[str, int]:
     """Counters of this process since import: checks, fast_path, helper_checks, timeouts, errors, helper_starts.
 
     ``timeouts`` and ``errors`` are checks scored wrong because math-verify hung or raised.
     """
-    return dict(_STATS)
+    with _STATS_LOCK:
+        return dict(_STATS)
 
 
 def _as_text(x: Any) -> str:
@@ -121,7 +128,7 @@ class _Helper:
         self.buf = b""
 
     def _start(self) -> subprocess.Popen:
-        _STATS["helper_starts"] += 1
+        _count("helper_starts", 1)
         # -I: no user site, no cwd on sys.path (so this package's math.py never shadows the stdlib's math).
         return subprocess.Popen(
             [sys.executable, "-I", "-c", _HELPER_SOURCE],
@@ -177,7 +184,7 @@ class _Helper:
                     self.proc.stdin.flush()
                 except OSError:
                     self._kill()
-                    _STATS["errors"] += 1
+                    _count("errors", 1)
                     results.append(False)
                     continue
                 for k in range(len(todo)):
@@ -185,17 +192,41 @@ class _Helper:
                     limit = timeout_s + (first_timeout_s if fresh and k == 0 else 0.0)
                     line = self._readline(time.monotonic() + limit)
                     if line is None:
-                        _STATS["timeouts"] += 1
+                        _count("timeouts", 1)
                         self._kill()
                         results.append(False)
                         break
                     if line.startswith(b"E"):
-                        _STATS["errors"] += 1
+                        _count("errors", 1)
                     results.append(line.strip() == b"1")
         return results
 
 
-_HELPER = _Helper()
+_HELPERS = [_Helper() for _ in range(min(2, os.cpu_count() or 1))]
+_SPLIT_AT = 64  # batches at least this big are split over the helpers (each is one core while it works)
+
+
+def _run_helpers(pairs: list[tuple[str, str]], opts: dict, timeout_s: float) -> list[bool]:
+    if len(pairs) < _SPLIT_AT or len(_HELPERS) == 1:
+        return _HELPERS[0].run(pairs, opts, timeout_s, _STARTUP_ALLOWANCE_S)
+    k = len(_HELPERS)
+    parts = [pairs[i::k] for i in range(k)]  # interleaved: slow and fast checks spread evenly
+    out: list[list[bool]] = [[] for _ in range(k)]
+
+    def work(i: int) -> None:
+        out[i] = _HELPERS[i].run(parts[i], opts, timeout_s, _STARTUP_ALLOWANCE_S)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    res = [False] * len(pairs)
+    for i in range(k):
+        res[i::k] = out[i]
+    return res
+
+
 _STARTUP_ALLOWANCE_S = 30.0
 
 
@@ -213,7 +244,7 @@ def verify_math_batch(
     slow: list[int] = []
     pairs: list[tuple[str, str]] = []
     for i, (p, g) in enumerate(zip(preds, golds)):
-        _STATS["checks"] += 1
+        _count("checks", 1)
         if p is None or g is None:
             continue
         pt, gt = _as_text(p), _as_text(g)
@@ -225,22 +256,22 @@ def verify_math_batch(
         # equal numbers, or two different integers, are settled here; unequal decimals go to math-verify,
         # which rounds to float_rounding digits
         if pv is not None and gv is not None and (pv == gv or (pv.denominator == 1 and gv.denominator == 1)):
-            _STATS["fast_path"] += 1
+            _count("fast_path", 1)
             out[i] = pv == gv
             continue
         slow.append(i)
         pairs.append((pt, gt))
     if pairs:
-        _STATS["helper_checks"] += len(pairs)
+        _count("helper_checks", len(pairs))
         opts = {
             "float_rounding": float_rounding,
             "strict": strict,
             "allow_set_relation_comp": allow_set_relation_comp,
         }
         try:
-            res = _HELPER.run(pairs, opts, timeout_s, _STARTUP_ALLOWANCE_S)
+            res = _run_helpers(pairs, opts, timeout_s)
         except Exception:  # noqa: BLE001 - never stop training over a grader failure
-            _STATS["errors"] += len(pairs)
+            _count("errors", len(pairs))
             res = [False] * len(pairs)
         for i, r in zip(slow, res):
             out[i] = r
@@ -261,7 +292,7 @@ def verify_math(pred: Any, gold: Any, timeout_s: float = 5.0, **options: Any) ->
     try:
         return verify_math_batch([pred], [gold], timeout_s, **options)[0]
     except Exception:  # noqa: BLE001 - e.g. a bad option name; the contract is "never raises"
-        _STATS["errors"] += 1
+        _count("errors", 1)
         return False
 
 

@@ -32,6 +32,9 @@ class SamplingParams:
     """Extra stop tokens; the tokenizer's EOS is always a stop token."""
     seed: int | None = None
     """Seed for this call's sampling; None continues the engine's own generator."""
+    first_row: int = 0
+    """Index of this call's first row within the logical batch, so data-parallel ranks draw the rows one
+    process would: row i of the call uses the random numbers of row ``first_row + i`` (needs ``seed``)."""
 
 
 @dataclass

@@ -16,7 +16,9 @@ How one ``generate`` call runs, per chunk of prompts (``max_batch_size`` bounds 
 Determinism: the row of global index i (prompt i // n) uses the uniform ``step_uniforms(seed, t, N)[i]`` at
 step t (see ``sampling.py``), so the random stream a row sees does not depend on chunking or on which rows
 already finished. Same seed and same weights give the same completions for any ``max_batch_size``, up to
-floating-point differences between batch shapes (which, on CPU, we have not seen flip a token).
+floating-point differences between batch shapes (which, on CPU, we have not seen flip a token). With
+``SamplingParams.first_row`` the row uses ``step_uniforms(seed, t, first_row + N)[first_row + i]``, so a
+data-parallel rank's share of a batch samples what one process sampling the whole batch would.
 """
 
 from __future__ import annotations
@@ -193,7 +195,9 @@ class HFEngine:
         died_at: list[int] = []  # steps at which the finished rows still in the batch finished
         steps = 0
         for t in range(max_new):
-            u = None if params.temperature == 0 else step_uniforms(seed, t, num_rows)[rows_cpu]
+            u = None
+            if params.temperature != 0:
+                u = step_uniforms(seed, t, num_rows, params.first_row)[rows_cpu]
             tok, lp = sample_tokens(
                 logits, u, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p
             )  # (B,), (B,)

@@ -21,22 +21,28 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def step_uniforms(seed: int, step: int, num_rows: int) -> torch.Tensor:
+def step_uniforms(seed: int, step: int, num_rows: int, first_row: int = 0) -> torch.Tensor:
     """Uniforms in [0, 1) for every row of a call at one decode step.
 
     Args:
         seed: the call's seed.
         step: decode step (0 = first completion token).
         num_rows: N, rows in the whole call (not the chunk), so row ``i`` always gets element ``i``.
+        first_row: the call's first row within a larger logical batch (a data-parallel rank's share): the
+            result is rows ``first_row .. first_row + N - 1`` of that batch's stream.
 
     Returns:
-        (N,) float64 on the CPU, a pure function of (seed, step, num_rows).
+        (N,) float64 on the CPU, a pure function of (seed, step, first_row, num_rows).
 
     >>> bool((step_uniforms(1, 3, 4) == step_uniforms(1, 3, 4)).all())
     True
+    >>> bool((step_uniforms(1, 3, 2, first_row=2) == step_uniforms(1, 3, 4)[2:]).all())
+    True
     """
     gen = torch.Generator().manual_seed(_splitmix64(_splitmix64(seed) ^ step) >> 1)
-    return torch.rand(num_rows, generator=gen, dtype=torch.float64)
+    # The CPU generator fills a float64 tensor element by element, so a longer draw extends a shorter one:
+    # drawing first_row + N and dropping the head gives the rows one process would use (tested).
+    return torch.rand(first_row + num_rows, generator=gen, dtype=torch.float64)[first_row:]
 
 
 def truncate_probs(
