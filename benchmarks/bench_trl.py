@@ -345,7 +345,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frameworks", default="thinkrl,trl", help="comma-separated subset of thinkrl,trl")
     p.add_argument("--steps", type=int, default=5, help="measured steps (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up steps, not measured")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads in every process")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in every process (1: stable under a shared, loaded machine; OpenMP barriers stall "
+        "when other processes hold the cores)",
+    )
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--group", type=int, default=8, help="completions per prompt (G)")
     p.add_argument("--micro-batch", type=int, default=8, help="completions per forward/backward")

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from thinkrl.data.templates import R1_ZERO_TEMPLATE, render_prompt
 from thinkrl.demo import DEMO_BASE_PATH, build_model, build_tokenizer, classify_completion, pretrain
-from thinkrl.demo.corpus import _R1_SENTENCES, CORPUS_MIX, sample_documents
+from thinkrl.demo.corpus import _INSTRUCTIONS, _R1_SENTENCES, CORPUS_MIX, sample_documents
 from thinkrl.demo.task import chain_text, heldout_problems, split_rows
 from thinkrl.demo.tokenizer import TAG_TOKENS
 
@@ -38,7 +38,8 @@ def test_no_reasoning_trace_after_the_r1_template(docs):
     """The R1-Zero rule: the corpus never shows the template followed by reasoning ("no human reasoning examples").
 
     Stronger than needed: no document holds the whole template, none of the instruction's sentences is ever
-    followed by a non-empty <think> block, and no "Assistant:" turn is ever followed by a <think> block.
+    followed by a non-empty <think> block, and an "Assistant:" turn holds a <think> block only when the user
+    asked for the tags in so many words, worded unlike the template (``_INSTRUCTIONS``).
     """
     assert all(R1_PREFIX not in d for d in docs)
     quoted = 0
@@ -50,15 +51,17 @@ def test_no_reasoning_trace_after_the_r1_template(docs):
             assert set(_think_contents(after)) <= ALLOWED_THINK, d
         for m in re.finditer("Assistant:", d):
             turn = d[m.end() :].split("\nUser:")[0]
-            assert "<think>" not in turn, d
+            if "<think>" in turn:
+                request = d[: m.start()].split("Assistant:")[-1]
+                assert any(ask in request for ask in _INSTRUCTIONS), d
     assert quoted > 0, "the corpus should quote the instruction (familiar words), just never with reasoning"
 
 
-def test_corpus_has_tagged_chains_only_outside_dialogues(docs):
-    """The chain mode exists (tagged worked chains in worksheets), and a share of Q&A answers is wrong."""
+def test_corpus_has_tagged_chains_and_wrong_answers(docs):
+    """The chain mode exists (tagged worked chains, mostly in worksheets), and a share of Q&A answers is wrong."""
     tagged = [d for d in docs if "</think> <answer>" in d]
     assert len(tagged) > 0.05 * N_DOCS
-    assert all("Assistant:" not in d and R1_PREFIX not in d for d in tagged)
+    assert sum("Assistant:" in d for d in tagged) < 0.5 * len(tagged)
     wrong = right = 0
     for q, a in re.findall(r"User: what is ([\d plus]+)\. Assistant: (?:<answer>)?(\d+)", "\n".join(docs)):
         ok = sum(int(x) for x in q.split(" plus ")) == int(a)

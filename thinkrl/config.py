@@ -38,6 +38,15 @@ class ModelConfig:
     disable_dropout: bool = True
     """Zero every dropout in the policy: dropout would make the trainer's log-probs differ from the sampler's
     for the same weights (TRL's ``disable_dropout``)."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight. > 0 trains PEFT adapters only (``pip install thinkrl[peft]``) and
+    uses the base model with adapters disabled as the KL reference, so no second copy is held in memory."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is scaled by lora_alpha / lora_r."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapter input. Keep 0 in RL: dropout makes trainer and sampler log-probs differ."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Module names that get adapters (e.g. [q_proj, v_proj]); empty = every linear layer but the lm-head."""
 
 
 @dataclass
@@ -348,6 +357,14 @@ def validate(cfg: Config) -> None:
     _check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
     _check(t.keep_last >= 1, "train.keep_last must be >= 1")
     _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
+    m = cfg.model
+    _check(m.lora_r >= 0, f"model.lora_r={m.lora_r} must be >= 0 (0 disables LoRA)")
+    _check(0 <= m.lora_dropout < 1, f"model.lora_dropout={m.lora_dropout} must be in [0, 1)")
+    _check(
+        m.lora_r == 0 or a.ref_refresh_steps == 0 or a.beta == 0,
+        f"algorithm.ref_refresh_steps={a.ref_refresh_steps} with model.lora_r={m.lora_r}: the LoRA reference "
+        "is the base model with adapters disabled and cannot be refreshed; set algorithm.ref_refresh_steps=0",
+    )
     _check(
         cfg.model.dtype in ("float32", "bfloat16", "float16"),
         f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16",

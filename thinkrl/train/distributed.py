@@ -1,0 +1,183 @@
+"""Data-parallel helpers: one process per device, launched by ``torchrun``; no-ops in a single process.
+
+    torchrun --nproc-per-node 2 -m thinkrl train configs/demo.yaml
+
+Every rank holds the whole model. The trainer gives rank r a contiguous share of each step's prompts, sums
+gradients across ranks after accumulation (:func:`all_reduce_grads`) and reduces loss normalisers and
+metrics with :func:`all_reduce_sum` / :func:`all_gather_tensor`, so N ranks compute the update one process
+computes on the same global batch (design and limits: docs/scaling.md).
+
+The backend is NCCL on CUDA and gloo on CPU. A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) never
+touches ``torch.distributed``: every function here then returns its input.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+BUCKET_NUMEL = 1 << 25
+"""Most gradient elements flattened into one all-reduce (128 MiB in fp32): few calls, bounded extra memory."""
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    """Global rank, 0..world_size-1; rank 0 writes files."""
+    world_size: int = 1
+    """Number of processes."""
+    local_rank: int = 0
+    """Rank on this node: the CUDA device index."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is more than one process."""
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by ``torchrun``).
+
+    Idempotent: a group that is already initialised is reused. Without those variables (or with
+    ``WORLD_SIZE=1``) nothing is initialised and rank 0 of 1 is returned.
+
+    Args:
+        device: the trainer's ``train.device``; ``cuda`` (or ``auto`` with CUDA visible) selects NCCL and
+            the device ``cuda:LOCAL_RANK``, else gloo.
+        timeout_s: how long a collective waits for the slowest rank (rank 0's eval and checkpoint writes
+            happen while the others wait at the next collective).
+
+    >>> init_distributed("cpu") if "WORLD_SIZE" not in os.environ else DistInfo()
+    DistInfo(rank=0, world_size=1, local_rank=0)
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the rank that logs, evaluates and saves."""
+    return not _active() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if _active():
+        dist.barrier()
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    # NCCL only moves CUDA tensors; gloo takes CPU ones.
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``t`` over all ranks, as a new tensor on ``t``'s device (``t`` is kept).
+
+    >>> all_reduce_sum(torch.tensor([1.0, 2.0])).tolist()  # one process: the input
+    [1.0, 2.0]
+    """
+    if not _active():
+        return t.clone()
+    buf = t.detach().to(_comm_device(t), copy=True)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(t.device)
+
+
+def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` (L_r, ...) of every rank along dim 0 in rank order; the L_r may differ.
+
+    >>> all_gather_tensor(torch.arange(3)).tolist()
+    [0, 1, 2]
+    """
+    if not _active():
+        return t.clone()
+    dev = _comm_device(t)
+    local = t.detach().to(dev)
+    sizes = [torch.zeros((), dtype=torch.long, device=dev) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor(local.shape[0], device=dev))
+    lens = [int(s) for s in sizes]
+    # all_gather needs equal shapes: pad every share to the longest, then cut the padding back off.
+    pad = local.new_zeros((max(lens), *local.shape[1:]))
+    pad[: local.shape[0]] = local
+    parts = [torch.empty_like(pad) for _ in lens]
+    dist.all_gather(parts, pad)
+    return torch.cat([p[:n] for p, n in zip(parts, lens)]).to(t.device)
+
+
+def broadcast_parameters(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy every parameter and buffer of ``model`` from rank ``src`` to all ranks (in place)."""
+    if not _active():
+        return
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            buf = t.data.to(_comm_device(t))
+            dist.broadcast(buf, src)
+            if buf.data_ptr() != t.data.data_ptr():
+                t.data.copy_(buf)
+
+
+def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """SUM the ``.grad`` of ``params`` over ranks in a few flattened all-reduces (in place).
+
+    A parameter without a gradient on this rank (e.g. a rank with no rows in a minibatch) contributes
+    zeros and receives the others' sum, so every rank ends with the same gradients for every parameter.
+    """
+    if not _active():
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    # Buckets of one dtype and device, each flattened into one buffer: one collective per bucket.
+    buckets: dict[tuple[torch.dtype, torch.device], list[list[torch.Tensor]]] = {}
+    for p in params:
+        groups = buckets.setdefault((p.grad.dtype, p.grad.device), [[]])
+        if groups[-1] and sum(g.numel() for g in groups[-1]) + p.grad.numel() > BUCKET_NUMEL:
+            groups.append([])
+        groups[-1].append(p.grad)
+    for groups in buckets.values():
+        for grads in groups:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            flat = flat.to(_comm_device(flat))
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+
+def shard_range(total: int, info: DistInfo) -> tuple[int, int]:
+    """``[start, end)`` of rank ``info.rank``'s contiguous share of ``total`` items (total divisible).
+
+    >>> shard_range(8, DistInfo(rank=1, world_size=2))
+    (4, 8)
+    """
+    if total % info.world_size:
+        raise ValueError(f"{total} items cannot be split evenly over {info.world_size} ranks")
+    per = total // info.world_size
+    return info.rank * per, (info.rank + 1) * per
+
+
+def destroy() -> None:
+    """Leave the process group if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
