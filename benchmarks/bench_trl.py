@@ -80,7 +80,9 @@ def build_tokenizer() -> Any:
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
     tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>"
+    )
 
 
 def build_model(hidden: int, layers: int, tokenizer: Any, seed: int = 0) -> Any:
@@ -208,7 +210,9 @@ def run_thinkrl(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     rows = [{"question": p, "answer": ""} for p in prompts(args.prompts)]
-    trainer = GRPOTrainer(cfg, model=model, tokenizer=tokenizer, reward_funcs=[vowel_fraction], train_rows=rows)
+    trainer = GRPOTrainer(
+        cfg, model=model, tokenizer=tokenizer, reward_funcs=[vowel_fraction], train_rows=rows
+    )
     step_times, gen_times, gen_tokens, stages = [], [], [], []
     for _ in range(steps):
         start = time.perf_counter()
@@ -329,7 +333,9 @@ def run_trl(args: argparse.Namespace) -> dict:
         "score_and_ref": statistics.median(p - g for p, g in zip(prep_times[w:], gen_times[w:])),
         "update": statistics.median(s - p for s, p in zip(step_times[w:], prep_times[w:])),
     }
-    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    lengths = [
+        h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h
+    ]
     out["completion_len_mean"] = lengths[-1] if lengths else None
     out["params"] = sum(p.numel() for p in trainer.model.parameters())
     out["threads"] = torch.get_num_threads()
@@ -367,7 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def launch(python: Path, framework: str, model_dir: Path, length: int, args: argparse.Namespace, tmp: Path) -> dict:
+def launch(
+    python: Path, framework: str, model_dir: Path, length: int, args: argparse.Namespace, tmp: Path
+) -> dict:
     """Run one worker process; return its JSON result, or ``{"error": ...}``."""
     out_dir = tmp / f"run-{framework}-{model_dir.name}-{length}"
     cmd = [
@@ -436,22 +444,43 @@ def main(argv: list[str] | None = None) -> int:
                 r = launch(pythons[framework], framework, saved[name], int(length), args, tmp)
                 r.update(config=config, framework=framework, load_before=load, load_after=os.getloadavg()[0])
                 if "error" not in r:
-                    flops = step_flops(r["params"], args.prompts, args.group, PROMPT_CHARS, int(length), args.beta)
+                    flops = step_flops(
+                        r["params"], args.prompts, args.group, PROMPT_CHARS, int(length), args.beta
+                    )
                     r["floor_s"] = flops / peak
                     r["over_floor"] = r["s_per_step"] / r["floor_s"]
                 results.append(r)
+                if (
+                    args.json_out
+                ):  # after every worker, so a long run that is cut short keeps what it measured
+                    args.json_out.write_text(
+                        json.dumps({"peak_flops": peak, "torch": torch.__version__, "results": results})
+                    )
                 print(
                     f"  {config:8s} {framework:8s} "
-                    + (r["error"] if "error" in r else f"{r['s_per_step']:.2f} s/step  stages {r['stages']}")
+                    + (
+                        r["error"]
+                        if "error" in r
+                        else f"{r['s_per_step']:.2f} s/step, len {r['completion_len_mean']}, {r['stages']}"
+                    )
                     + f"  (load {load:.2f} -> {r['load_after']:.2f})",
                     flush=True,
                 )
     peak_end = matmul_peak_flops(args.threads)
     print_table(results, configs)
-    print(f"matmul peak at start {peak / 1e9:.1f}, at end {peak_end / 1e9:.1f} GFLOP/s; load {os.getloadavg()}")
+    print(
+        f"matmul peak at start {peak / 1e9:.1f}, at end {peak_end / 1e9:.1f} GFLOP/s; load {os.getloadavg()}"
+    )
     if args.json_out:
         args.json_out.write_text(
-            json.dumps({"peak_flops": peak, "peak_flops_end": peak_end, "torch": torch.__version__, "results": results})
+            json.dumps(
+                {
+                    "peak_flops": peak,
+                    "peak_flops_end": peak_end,
+                    "torch": torch.__version__,
+                    "results": results,
+                }
+            )
         )
     return 0 if all("error" not in r for r in results) else 1
 

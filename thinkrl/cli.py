@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands whose modules register their own arguments (eval, demo, report, pretrain)."""
+    """Commands whose modules register their own arguments (eval, sft, sample, demo, report, pretrain)."""
     from thinkrl.eval.runner import add_eval_arguments, run_eval_cli
 
     p = sub.add_parser(
@@ -96,6 +96,18 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_eval_arguments(p)
     p.set_defaults(func=run_eval_cli)
+
+    from thinkrl.sft import add_sft_arguments, run_sft_cli
+
+    p = sub.add_parser("sft", help="supervised fine-tuning (R1 cold start, distillation): YAML + key=value overrides")
+    add_sft_arguments(p)
+    p.set_defaults(func=run_sft_cli)
+
+    from thinkrl.sampling import add_sample_arguments, run_sample_cli
+
+    p = sub.add_parser("sample", help="k samples per prompt, graded and filtered (rejection sampling) into SFT data")
+    add_sample_arguments(p)
+    p.set_defaults(func=run_sample_cli)
 
     from thinkrl.demo.cli import add_demo_commands
 

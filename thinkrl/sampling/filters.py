@@ -101,7 +101,12 @@ def _per_sample_filters(cfg: FilterConfig) -> list[tuple[str, Callable[[dict[str
             lambda s: language_consistency_score(s["completion"], s.get("language") or "en") < cfg.min_language_consistency,
         ))  # fmt: skip
     if cfg.max_repeat_ratio is not None:
-        out.append(("repetitive", lambda s: repeated_ngram_ratio(s["completion"], cfg.repeat_ngram) > cfg.max_repeat_ratio))
+        out.append(
+            (
+                "repetitive",
+                lambda s: repeated_ngram_ratio(s["completion"], cfg.repeat_ngram) > cfg.max_repeat_ratio,
+            )
+        )
     if cfg.drop_code:
         out.append(("code_block", lambda s: has_code_block(s["completion"])))
     if cfg.require_format:
@@ -116,7 +121,9 @@ FILTERS = (
 """Every filter's name, in the order they run."""
 
 
-def filter_samples(samples: list[dict[str, Any]], cfg: FilterConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def filter_samples(
+    samples: list[dict[str, Any]], cfg: FilterConfig
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Apply the filters of ``cfg`` in :data:`FILTERS` order.
 
     Returns:
@@ -168,6 +175,8 @@ def format_report(report: dict[str, Any]) -> str:
     samples 4 -> kept 1 (prompts 2 -> 1)
       incorrect       -3
     """
-    lines = [f"samples {report['total']} -> kept {report['kept']} (prompts {report['prompts']} -> {report['prompts_kept']})"]
+    lines = [
+        f"samples {report['total']} -> kept {report['kept']} (prompts {report['prompts']} -> {report['prompts_kept']})"
+    ]
     lines += [f"  {name:<15} -{n}" for name, n in report["removed"].items()]
     return "\n".join(lines)

@@ -57,7 +57,9 @@ class RewardGrader:
         names = [reward_name(f) for f in self.funcs]
         self.correct_reward = correct_reward or next((n for n in CORRECTNESS_REWARDS if n in names), None)
         if self.correct_reward is not None and self.correct_reward not in names:
-            raise ValueError(f"correct_reward={self.correct_reward!r} is not among the rewards graded: {', '.join(names)}")
+            raise ValueError(
+                f"correct_reward={self.correct_reward!r} is not among the rewards graded: {', '.join(names)}"
+            )
         self.threshold = threshold
 
     def grade(
@@ -67,7 +69,10 @@ class RewardGrader:
         keys = sorted({k for r in rows for k in r} - {"question"})
         columns = {k: [r.get(k) for r in rows] for k in keys}
         out = compute_rewards(self.funcs, self.weights, prompts, list(completions), **columns)
-        per_fn = {name: [None if v != v else v for v in scores.tolist()] for name, scores in out.per_function.items()}
+        per_fn = {
+            name: [None if v != v else v for v in scores.tolist()]
+            for name, scores in out.per_function.items()
+        }
         records = []
         for i, text in enumerate(completions):
             scores = {name: vals[i] for name, vals in per_fn.items()}
@@ -148,18 +153,26 @@ def sample_dataset(
 
     out = Path(out_dir)
     rows = prepare_rows(rows)
+    if isinstance(
+        model_or_engine, str | Path
+    ):  # load once here: the prompts for sft.jsonl need its tokenizer
+        from thinkrl.eval.runner import load_model
+
+        model_or_engine, loaded = load_model(str(model_or_engine))
+        tokenizer = tokenizer if tokenizer is not None else loaded
     result = evaluate(
         model_or_engine, tokenizer, rows, k=k, temperature=temperature, top_p=top_p, top_k=top_k,
         max_new_tokens=max_new_tokens, template=template, system_prompt=system_prompt, stop_strings=stop_strings,
         out_dir=out, seed=seed, grader=grader, batch_size=batch_size, progress=progress, name="sample",
     )  # fmt: skip
-    tokenizer = tokenizer if tokenizer is not None else _tokenizer_of(model_or_engine)
     by_id = {r["id"]: r for r in rows}
     kept, report = filter_samples(result.samples, filters or FilterConfig())
     sft_rows = []
     for s in kept:
         row = by_id[s["id"]]
-        prompt = render_prompt(template, row["question"], tokenizer, system=system_prompt)  # as evaluate renders it
+        prompt = render_prompt(
+            template, row["question"], tokenizer, system=system_prompt
+        )  # as evaluate renders it
         sft_rows.append({
             "prompt": prompt, "response": s["completion"], "question": row["question"], "answer": row["answer"],
             "id": s["id"], "sample_idx": s["sample_idx"], "reward": s.get("reward"),
@@ -168,16 +181,9 @@ def sample_dataset(
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft_rows))
     tmp.replace(out / SFT_FILE)
     _write_json(out / FILTER_SUMMARY_FILE, report)
-    return SampleResult(samples=result.samples, kept=sft_rows, report=report, summary=result.summary, out_dir=out)
-
-
-def _tokenizer_of(model_or_engine: Any) -> Any:
-    tok = getattr(model_or_engine, "tokenizer", None)
-    if tok is None:
-        from thinkrl.eval.runner import load_model
-
-        tok = load_model(str(model_or_engine))[1]
-    return tok
+    return SampleResult(
+        samples=result.samples, kept=sft_rows, report=report, summary=result.summary, out_dir=out
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -185,7 +191,11 @@ def add_sample_arguments(parser: Any) -> None:
     """``thinkrl sample MODEL --data SPEC --out DIR [--k 4] [--keep correct] [filters ...]``."""
     a = parser.add_argument
     a("model", help="model folder or hub name (a transformers causal LM and its tokenizer)")
-    a("--data", required=True, help="prompts: .jsonl/.parquet/.csv file, folder, datasets folder, hub name, builtin:NAME")
+    a(
+        "--data",
+        required=True,
+        help="prompts: .jsonl/.parquet/.csv file, folder, datasets folder, hub name, builtin:NAME",
+    )
     a("--out", required=True, help="output folder: samples.jsonl (resumable), sft.jsonl, filter_summary.json")
     a("--split", default="train", help="split of a datasets folder or hub name")
     a("--question-key", default="question", help="column holding the problem text")
@@ -195,23 +205,40 @@ def add_sample_arguments(parser: Any) -> None:
     a("--temperature", type=float, default=0.6, help="R1: 0.6; 0 = greedy (one sample per prompt)")
     a("--top-p", type=float, default=0.95, help="R1: 0.95")
     a("--top-k", type=int, default=0, help="0 disables")
-    a("--max-new-tokens", type=int, default=1024, help="completion cap; samples that hit it count as truncated")
+    a(
+        "--max-new-tokens",
+        type=int,
+        default=1024,
+        help="completion cap; samples that hit it count as truncated",
+    )
     a("--template", default="r1", help="r1, chat, plain, or a string with {question}")
     a("--system-prompt", default=None, help="system message for --template chat")
     a("--stop", action="append", default=None, help="stop string (default: </answer> with --template r1)")
-    a("--rewards", default="accuracy,format", help="comma-separated reward names to grade with (thinkrl.rewards)")
-    a("--correct-reward", default=None, help="reward that decides `correct` (default: accuracy/countdown/... graded)")
+    a(
+        "--rewards",
+        default="accuracy,format",
+        help="comma-separated reward names to grade with (thinkrl.rewards)",
+    )
+    a(
+        "--correct-reward",
+        default=None,
+        help="reward that decides `correct` (default: accuracy/countdown/... graded)",
+    )
     a("--seed", type=int, default=0, help="sampling seed")
     a("--batch-size", type=int, default=8, help="prompts per generate call (and per resume checkpoint)")
     f = parser.add_argument_group("filters (rejection sampling)")
     f.add_argument("--keep", choices=("all", "correct"), default="all", help="correct: rejection sampling")
     f.add_argument("--keep-truncated", action="store_true", help="keep samples that hit --max-new-tokens")
     f.add_argument("--max-tokens", type=int, default=None, help="drop samples longer than this many tokens")
-    f.add_argument("--min-language-consistency", type=float, default=None, help="e.g. 0.95: drop mixed-language CoTs")
+    f.add_argument(
+        "--min-language-consistency", type=float, default=None, help="e.g. 0.95: drop mixed-language CoTs"
+    )
     f.add_argument("--max-repeat-ratio", type=float, default=None, help="e.g. 0.3: drop repetitive samples")
     f.add_argument("--repeat-ngram", type=int, default=8, help="n of the repeated n-grams")
     f.add_argument("--no-code", action="store_true", help="drop samples with a fenced code block")
-    f.add_argument("--require-format", action="store_true", help="drop samples whose `format` reward is not 1")
+    f.add_argument(
+        "--require-format", action="store_true", help="drop samples whose `format` reward is not 1"
+    )
     f.add_argument("--no-dedup", action="store_true", help="keep identical completions of a prompt")
     f.add_argument("--max-per-prompt", type=int, default=None, help="keep at most N samples per prompt")
     a("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
@@ -243,7 +270,11 @@ def run_sample_cli(args: Any) -> int:
             f"(one of {', '.join(CORRECTNESS_REWARDS)}) or --correct-reward NAME"
         )
     rows = load_prompts(
-        args.data, split=args.split, question_key=args.question_key, answer_key=args.answer_key, max_rows=args.limit
+        args.data,
+        split=args.split,
+        question_key=args.question_key,
+        answer_key=args.answer_key,
+        max_rows=args.limit,
     )
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     result = sample_dataset(
@@ -253,5 +284,7 @@ def run_sample_cli(args: Any) -> int:
         progress=not args.no_progress,
     )  # fmt: skip
     print(format_report(result.report))
-    print(f"  -> {result.out_dir / SFT_FILE} ({len(result.kept)} rows), {result.out_dir / FILTER_SUMMARY_FILE}")
+    print(
+        f"  -> {result.out_dir / SFT_FILE} ({len(result.kept)} rows), {result.out_dir / FILTER_SUMMARY_FILE}"
+    )
     return 0

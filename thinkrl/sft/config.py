@@ -190,6 +190,10 @@ def validate_sft(cfg: SFTConfig) -> None:
     _check(t.log_every >= 1, "train.log_every must be >= 1")
     _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
     _check(
+        getattr(cfg.model, "lora_r", 0) == 0,
+        "model.lora_r > 0: thinkrl sft trains every weight and does not build LoRA adapters yet; set model.lora_r=0",
+    )
+    _check(
         cfg.model.dtype in ("float32", "bfloat16", "float16"),
         f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16",
     )

@@ -56,18 +56,20 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     >>> init_distributed("cpu") if "WORLD_SIZE" not in os.environ else DistInfo()
     DistInfo(rank=0, world_size=1, local_rank=0)
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if env_world_size() <= 1:
         return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
-        )
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
+
+
+def env_world_size() -> int:
+    """The number of processes ``torchrun`` launched (``WORLD_SIZE``), known before joining the group."""
+    return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
 
 
 def _active() -> bool:

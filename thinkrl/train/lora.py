@@ -30,7 +30,9 @@ def _peft() -> Any:
     try:
         import peft
     except ImportError as e:
-        raise ImportError("model.lora_r > 0 needs PEFT: `pip install thinkrl[peft]` (or `pip install peft`)") from e
+        raise ImportError(
+            "model.lora_r > 0 needs PEFT: `pip install thinkrl[peft]` (or `pip install peft`)"
+        ) from e
     return peft
 
 
@@ -108,7 +110,9 @@ class LoraCheckpointView:
 
     def save_pretrained(self, path: str | Path, safe_serialization: bool = True) -> None:
         inner = base_model(self.model)
-        inner.save_pretrained(path, state_dict=merged_state_dict(self.model), safe_serialization=safe_serialization)
+        inner.save_pretrained(
+            path, state_dict=merged_state_dict(self.model), safe_serialization=safe_serialization
+        )
         self.model.save_pretrained(Path(path) / ADAPTER_DIR, safe_serialization=safe_serialization)
 
 

@@ -9,6 +9,11 @@
 Departures from the paper's pseudo-code, all settings: the loss aggregation (``algorithm.loss_agg``), clip
 bounds, KL estimator and advantage are chosen by name; with one minibatch and one epoch the update is exactly
 on-policy, so pi_old = pi_theta (detached) and no separate old-log-prob pass is spent.
+
+Under ``torchrun`` each rank samples a contiguous share of the step's prompts, advantages and metrics are
+computed on the all-gathered rewards, and gradients are summed across ranks with global loss normalisers,
+so N ranks make the update one process makes on the same batch (docs/scaling.md). With ``model.lora_r > 0``
+only PEFT adapters train and the reference is the base with adapters disabled (``thinkrl/train/lora.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +40,22 @@ from thinkrl.algorithms import (
     zero_spread_groups,
 )
 from thinkrl.analysis.dynamics import reflection_rate
-from thinkrl.config import Config, save_config
+from thinkrl.config import Config, ConfigError, save_config
 from thinkrl.data.datasets import load_prompts
 from thinkrl.data.templates import render_prompt
 from thinkrl.rewards.base import compute_rewards, reward_name
 from thinkrl.rollout.base import Rollout, SamplingParams, cat_rollouts, select_rows
+from thinkrl.train import distributed as dist
 from thinkrl.train.batch import TrainBatch, build_batch, forward_logprobs
 from thinkrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from thinkrl.train.logging import MetricsLogger
+from thinkrl.train.lora import (
+    LoraCheckpointView,
+    apply_lora,
+    base_model,
+    load_adapter_weights,
+    reference_mode,
+)
 
 # Rewards whose mean is reported as "accuracy" (the first one present in the config).
 ACCURACY_REWARDS = ("accuracy", "exact_match", "countdown", "code", "routed")
@@ -144,10 +158,14 @@ class GRPOTrainer:
     ):
         self.cfg = cfg
         t = cfg.train
-        seed_everything(t.seed)
+        self._check_distributed(dist.env_world_size())  # before joining: a bad config fails on every rank
+        self.dist = dist.init_distributed(t.device)
+        seed_everything(t.seed)  # the same seed on every rank: data order and sampling seeds are global
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         self.device = resolve_device(t.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
         if model is None:
             model, tokenizer = load_model_and_tokenizer(cfg)
         if tokenizer is None:
@@ -161,9 +179,16 @@ class GRPOTrainer:
             disable_dropout(self.model)
         if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        self.lora = cfg.model.lora_r > 0
+        if self.lora:
+            if cfg.model.gradient_checkpointing:  # frozen embeddings: checkpointed blocks need an input grad
+                self.model.enable_input_require_grads()
+            self.model = apply_lora(self.model, cfg.model)
         self.model.train()
-        # beta = 0 loads no reference model (DAPO, Dr. GRPO); else a frozen copy of the initial policy.
-        self.reference = self._frozen_copy(self.model) if cfg.algorithm.beta > 0 else None
+        dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights (and adapter init)
+        # beta = 0 loads no reference model (DAPO, Dr. GRPO); LoRA uses the base with adapters disabled;
+        # else a frozen copy of the initial policy.
+        self.reference = self._frozen_copy(self.model) if cfg.algorithm.beta > 0 and not self.lora else None
 
         if reward_funcs is None:
             self.reward_funcs, self.reward_weights = build_reward_funcs(cfg)
@@ -198,11 +223,16 @@ class GRPOTrainer:
         if engine is None:
             from thinkrl.rollout.hf import HFEngine
 
-            engine = HFEngine(self.model, tokenizer, max_batch_size=cfg.rollout.max_batch_size, seed=t.seed)
+            # the architecture's own model (a PEFT wrapper's forward hides its signature); adapters stay active
+            engine = HFEngine(
+                base_model(self.model), tokenizer, max_batch_size=cfg.rollout.max_batch_size, seed=t.seed
+            )
         self.engine = engine
 
+        # only what trains (all weights, or LoRA adapters) gets optimizer state and gradient all-reduces
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
+            self.trainable, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
         )
         total_updates = t.steps * cfg.algorithm.ppo_epochs * cfg.algorithm.num_minibatches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -212,13 +242,31 @@ class GRPOTrainer:
         self.data_epoch, self.data_pos = 0, 0
         self._order = self._epoch_order(0)
         self.run_dir = Path(t.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if t.resume:
+        self.is_main = dist.is_main()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if t.resume:  # every rank reads the checkpoint: run_dir must be on a file system they all see
             self._resume()
-        save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = MetricsLogger(self.run_dir, cfg.log, cfg, resume_step=self.step)
+        self.logger: MetricsLogger | _NullLogger = _NullLogger()
+        if self.is_main:  # rank 0 alone writes the run directory
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.logger = MetricsLogger(self.run_dir, cfg.log, cfg, resume_step=self.step)
 
     # ----------------------------------------------------------------------------------------- set-up helpers
+    def _check_distributed(self, w: int) -> None:
+        r, a = self.cfg.rollout, self.cfg.algorithm
+        if r.prompts_per_step % w:
+            raise ConfigError(
+                f"rollout.prompts_per_step={r.prompts_per_step} does not divide by the {w} data-parallel ranks "
+                f"(each rank samples whole groups); set it to a multiple of {w}, e.g. "
+                f"{-(-r.prompts_per_step // w) * w}, or launch {math.gcd(r.prompts_per_step, w)} processes"
+            )
+        if w > 1 and a.dynamic_sampling:
+            raise ConfigError(
+                "algorithm.dynamic_sampling=true is not supported with data parallelism yet (which groups are "
+                "kept depends on every rank's rewards); run one process or set algorithm.dynamic_sampling=false"
+            )
+
     @staticmethod
     def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
         ref = copy.deepcopy(model).eval()
@@ -256,7 +304,7 @@ class GRPOTrainer:
         return out
 
     # ------------------------------------------------------------------------------------------- the step
-    def sampling_params(self, round_: int) -> SamplingParams:
+    def sampling_params(self, round_: int, first_row: int = 0) -> SamplingParams:
         r = self.cfg.rollout
         return SamplingParams(
             n=r.group_size,
@@ -267,6 +315,7 @@ class GRPOTrainer:
             stop_strings=list(r.stop_strings),
             # A seed per (run, step, round): sampling is reproducible and resumes exactly without engine state.
             seed=self.cfg.train.seed * 1_000_003 + self.step * 101 + round_,
+            first_row=first_row,  # a rank's rows draw the random numbers one process would give them
         )
 
     def generate_and_score(
@@ -278,10 +327,12 @@ class GRPOTrainer:
         parts, rewards, per_fn, row_ids = [], [], [], []
         kept_groups = dropped_groups = 0
         for round_ in range(a.max_sampling_rounds if a.dynamic_sampling else 1):
-            idx = self._next_prompt_indices(r.prompts_per_step)
+            idx = self._next_prompt_indices(r.prompts_per_step)  # the global order, the same on every rank
+            lo, hi = dist.shard_range(len(idx), self.dist)  # this rank's contiguous share of whole groups
+            idx = idx[lo:hi]
             with _timed(timings, "generate"):
                 rollout = self.engine.generate(
-                    [self.train_prompt_ids[i] for i in idx], self.sampling_params(round_)
+                    [self.train_prompt_ids[i] for i in idx], self.sampling_params(round_, lo * r.group_size)
                 )
                 rollout = rollout.to("cpu")
             with _timed(timings, "reward"):
@@ -352,10 +403,12 @@ class GRPOTrainer:
             self.step += 1
             return {**metrics, "skipped": 1.0}
 
-        # 3. group-relative advantages
+        # 3. group-relative advantages, on the whole step's rewards: groups never span ranks, and gathering
+        # makes batch-wide statistics (reinforce_pp's whitening) global too
+        step_view = self._gather_step(rollout, rewards, per_fn)
         advantages = compute_advantages(
-            a.advantage, rewards, rollout.group_ids, eps=a.adv_eps, std_unbiased=a.std_unbiased
-        )
+            a.advantage, step_view.rewards, step_view.group_ids, eps=a.adv_eps, std_unbiased=a.std_unbiased
+        )[step_view.first_row : step_view.first_row + len(rewards)]
         truncated = torch.tensor([f == "length" for f in rollout.finish_reasons])
         loss_mask = rollout.completion_mask.clone()
         if a.mask_truncated:  # DAPO overlong filtering: a cut-off answer is neither right nor wrong
@@ -370,49 +423,90 @@ class GRPOTrainer:
         with _timed(timings, "ref_logp"):
             if self.reference is not None:
                 batch.ref_logp = self._score_tokens(self.reference, batch)
+            elif self.lora and a.beta > 0:  # the base model is the initial policy: no second copy
+                with reference_mode(self.model):
+                    batch.ref_logp = self._score_tokens(self.model, batch)
 
         # 5. ppo_epochs x num_minibatches optimizer steps
         with _timed(timings, "train"):
-            update = self._update(batch, on_policy)
+            update = self._update(batch, on_policy, step_view)
 
         # 6. sync the engine, refresh the reference, metrics
         self.engine.sync_weights()
         self.step += 1
         if self.reference is not None and a.ref_refresh_steps and self.step % a.ref_refresh_steps == 0:
             self.reference.load_state_dict(self.model.state_dict())
-        metrics.update(self._metrics(rollout, rewards, per_fn, update, timings, step_start))
+        metrics.update(self._metrics(step_view, update, timings, step_start))
         return metrics
 
-    def _update(self, batch: TrainBatch, on_policy: bool) -> dict[str, torch.Tensor]:
+    def _gather_step(
+        self, rollout: Rollout, rewards: torch.Tensor, per_fn: dict[str, torch.Tensor]
+    ) -> _StepView:
+        """The step's per-completion values from every rank, in global row order (one collective)."""
+        n_local = len(rewards)
+        cols = [
+            rewards.double(),
+            # group ids made unique across ranks: a rank holds at most prompts_per_step groups
+            (rollout.group_ids + self.dist.rank * self.cfg.rollout.prompts_per_step).double(),
+            rollout.lengths.double(),
+            torch.tensor([f == "length" for f in rollout.finish_reasons], dtype=torch.float64),
+            torch.full((n_local,), reflection_rate(rollout.texts), dtype=torch.float64),
+            torch.full((n_local,), float(self.dist.rank), dtype=torch.float64),
+            *[v.double() for v in per_fn.values()],
+        ]
+        table = dist.all_gather_tensor(torch.stack(cols, dim=1))  # (N_global, K)
+        rank_of_row = table[:, 5]
+        return _StepView(
+            rewards=table[:, 0].to(rewards.dtype),
+            group_ids=table[:, 1].long(),
+            lengths=table[:, 2],
+            truncated=table[:, 3].bool(),
+            reflection=table[:, 4],
+            per_fn={k: table[:, 6 + i].to(v.dtype) for i, (k, v) in enumerate(per_fn.items())},
+            first_row=int((rank_of_row < self.dist.rank).sum()),
+        )
+
+    def _update(self, batch: TrainBatch, on_policy: bool, view: _StepView) -> dict[str, torch.Tensor]:
         cfg, a = self.cfg, self.cfg.algorithm
-        n = len(batch)
+        n, lo, n_local = len(view.rewards), view.first_row, len(batch)
         mb_size = n // a.num_minibatches
         sums: dict[str, torch.Tensor] = {}
         tokens_seen = torch.zeros(())
         grad_norms = []
         gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.step)
         for _epoch in range(a.ppo_epochs):
+            # minibatches are drawn from the global rows, so every rank count forms the same minibatches
             perm = torch.randperm(n, generator=gen) if not on_policy else torch.arange(n)
             for m in range(a.num_minibatches):
-                mb_rows = perm[m * mb_size : (m + 1) * mb_size]
-                # normalisers of the whole minibatch, so micro-batch accumulation equals one big batch
-                num_seqs = float(len(mb_rows))
-                num_tokens = float(batch.mask[mb_rows].sum().clamp(min=1))
+                mb_global = perm[m * mb_size : (m + 1) * mb_size]
+                mb_rows = mb_global[(mb_global >= lo) & (mb_global < lo + n_local)] - lo  # this rank's rows
+                # normalisers of the whole (global) minibatch: accumulation over micro-batches and ranks then
+                # sums to the loss of one big batch
+                num_seqs = float(len(mb_global))
+                num_tokens = float(dist.all_reduce_sum(batch.mask[mb_rows].sum()).clamp(min=1))
                 self.optimizer.zero_grad(set_to_none=True)
-                for rows in _length_sorted_chunks(batch.rows(mb_rows), cfg.train.micro_batch_size):
+                chunks = (
+                    _length_sorted_chunks(batch.rows(mb_rows), cfg.train.micro_batch_size)
+                    if len(mb_rows)
+                    else []
+                )
+                for rows in chunks:
                     micro = batch.rows(mb_rows[rows])
                     stats = self._micro_step(micro, on_policy, num_seqs, num_tokens)
                     for k, v in stats.items():
                         sums[k] = sums.get(k, torch.zeros(())) + v
                     tokens_seen = tokens_seen + micro.mask.sum()
+                dist.all_reduce_grads(self.trainable)  # SUM: the normalisers above are already global
                 if cfg.train.max_grad_norm > 0:
-                    grad_norms.append(
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
-                    )
+                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.train.max_grad_norm))
                 else:
-                    grad_norms.append(_grad_norm(self.model))
+                    grad_norms.append(_grad_norm(self.trainable))
                 self.optimizer.step()
                 self.scheduler.step()
+        # token-weighted metric sums and the loss (already globally normalised) summed over ranks: one collective
+        keys = sorted(sums)
+        totals = dist.all_reduce_sum(torch.stack([tokens_seen.float(), *[sums[k].float() for k in keys]]))
+        sums, tokens_seen = dict(zip(keys, totals[1:])), totals[0]
         out = {k: v / tokens_seen.clamp(min=1) for k, v in sums.items() if k != "loss"}
         out["loss"] = sums["loss"] / (a.ppo_epochs * a.num_minibatches)
         out["grad_norm"] = torch.stack([g.detach().float().cpu() for g in grad_norms]).mean()
@@ -459,22 +553,22 @@ class GRPOTrainer:
             stats["loss"] = loss.detach().cpu()
         return stats
 
-    def _metrics(self, rollout: Rollout, rewards, per_fn, update, timings, step_start) -> dict[str, float]:
-        lengths = rollout.lengths.float()
-        spread = ~zero_spread_groups(rewards, rollout.group_ids)
-        n_groups = len(rollout.prompt_ids)
+    def _metrics(self, view: _StepView, update, timings, step_start) -> dict[str, float]:
+        """The step's metrics over every rank's completions (``view``) and the reduced update statistics."""
+        rewards, per_fn = view.rewards, view.per_fn
+        lengths = view.lengths.float()
+        spread = ~zero_spread_groups(rewards, view.group_ids)
+        n_groups = torch.unique(view.group_ids).numel()
         m: dict[str, Any] = {
             "reward/mean": rewards.mean(),
             "reward/std": rewards.std() if len(rewards) > 1 else torch.zeros(()),
             "groups/zero_spread_frac": torch.tensor(
-                1 - torch.unique(rollout.group_ids[spread]).numel() / max(n_groups, 1)
+                1 - torch.unique(view.group_ids[spread]).numel() / max(n_groups, 1)
             ),
             "completion/len_mean": lengths.mean(),
             "completion/len_max": lengths.max(),
-            "completion/truncated_frac": torch.tensor(
-                sum(f == "length" for f in rollout.finish_reasons) / len(rollout.finish_reasons)
-            ),
-            "completion/reflection_rate": torch.tensor(reflection_rate(rollout.texts)),
+            "completion/truncated_frac": view.truncated.float().mean(),
+            "completion/reflection_rate": view.reflection.float().mean(),
             "lr": torch.tensor(self.scheduler.get_last_lr()[0]),
         }
         for name, scores in per_fn.items():
@@ -496,7 +590,7 @@ class GRPOTrainer:
         gen_tokens = float(lengths.sum())
         out["throughput/gen_tokens_per_s"] = gen_tokens / max(timings.get("generate", 0.0), 1e-9)
         out["throughput/tokens_per_s"] = gen_tokens / total
-        out["completions"] = float(len(rollout.texts))
+        out["completions"] = float(len(rewards))
         return out
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -505,7 +599,7 @@ class GRPOTrainer:
         t = self.cfg.train
         history = []
         progress = None
-        if self.cfg.log.progress:
+        if self.cfg.log.progress and self.is_main:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=t.steps, initial=self.step, desc="grpo", dynamic_ncols=True)
@@ -527,11 +621,12 @@ class GRPOTrainer:
         if progress is not None:
             progress.close()
         self.logger.close()
+        dist.barrier()  # no rank returns (or exits) before rank 0 has written the last checkpoint
         return history
 
     def _maybe_eval(self, force: bool = False) -> dict[str, float]:
         ev = self.cfg.eval
-        if not ev.every_steps or not self.eval_rows:
+        if not ev.every_steps or not self.eval_rows or not self.is_main:  # rank 0 evaluates; others go on
             return {}
         if not force and self.step % ev.every_steps != 0:
             return {}
@@ -553,10 +648,15 @@ class GRPOTrainer:
             "scheduler": self.scheduler.state_dict(),
         }
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint of this step (rank 0 only; other ranks return None). A LoRA policy is saved
+        merged (a plain HF folder) with its adapter in ``adapter/``."""
+        if not self.is_main:
+            return None
         refreshed = self.reference is not None and self.cfg.algorithm.ref_refresh_steps > 0
+        model = LoraCheckpointView(self.model) if self.lora else self.model
         return save_checkpoint(
-            self.run_dir, self.step, self.model, self.tokenizer, self.state_dict(),
+            self.run_dir, self.step, model, self.tokenizer, self.state_dict(),
             reference=self.reference if refreshed else None, keep_last=self.cfg.train.keep_last,
         )  # fmt: skip
 
@@ -566,15 +666,18 @@ class GRPOTrainer:
             return  # nothing saved yet: a fresh start, which resume=true also allows
         from safetensors.torch import load_file
 
-        weights = {}
-        for f in sorted(path.glob("model*.safetensors")):
-            weights.update(load_file(str(f)))
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        unexpected = [k for k in unexpected if k]
-        if unexpected or any("lm_head" not in k for k in missing):  # tied lm_head is not saved twice
-            raise RuntimeError(
-                f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
-            )
+        if self.lora:  # the base comes from model.path; only the adapter was trained
+            load_adapter_weights(self.model, path)
+        else:
+            weights = {}
+            for f in sorted(path.glob("model*.safetensors")):
+                weights.update(load_file(str(f)))
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+            unexpected = [k for k in unexpected if k]
+            if unexpected or any("lm_head" not in k for k in missing):  # tied lm_head is not saved twice
+                raise RuntimeError(
+                    f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
+                )
         if (path / "reference").exists() and self.reference is not None:
             ref_weights = {}
             for f in sorted((path / "reference").glob("model*.safetensors")):
@@ -603,6 +706,29 @@ def _length_sorted_chunks(batch: TrainBatch, size: int) -> list[torch.Tensor]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
     return torch.stack(norms).norm() if norms else torch.zeros(())
+
+
+@dataclass
+class _StepView:
+    """One step's per-completion values over all ranks, in global row order (N_global,)."""
+
+    rewards: torch.Tensor
+    group_ids: torch.Tensor  # long, unique across ranks
+    lengths: torch.Tensor
+    truncated: torch.Tensor  # bool
+    reflection: torch.Tensor  # each row carries its rank's reflection rate (ranks hold equal row counts)
+    per_fn: dict[str, torch.Tensor]
+    first_row: int  # this rank's first row in the global order
+
+
+class _NullLogger:
+    """The metrics logger of ranks other than 0: they compute the same metrics but write nothing."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

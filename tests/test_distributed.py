@@ -1,0 +1,192 @@
+"""Data parallelism on CPU (gloo): two ranks make the update one process makes on the same global batch.
+
+The two ranks are separate Python processes started by this test (this file is also their entry point), with
+the environment ``torchrun`` would set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from thinkrl.config import ConfigError, load_config
+from thinkrl.train import distributed as dist
+from thinkrl.train.checkpoint import latest_checkpoint
+
+DIGITS = [{"question": str(i), "answer": str(i)} for i in range(10)]
+# Tolerance of the parameter comparison: ranks sum gradients in another order than one process, and
+# micro-batches hold other rows (float32 rounding, ~1e-7 relative); a token sampled differently would be O(1e-2).
+ATOL = 1e-5
+
+OVERRIDES = [
+    "data.template='{question}='", "rollout.group_size=4", "rollout.prompts_per_step=4",
+    "rollout.max_new_tokens=4", "rollout.stop_strings=[]", "train.lr=1e-2", "log.progress=false",
+    "train.num_threads=1", "train.micro_batch_size=3", "train.save_every=1", "train.keep_last=3",
+    # exercises every global quantity: whitening over the batch (reinforce_pp), token counts of a minibatch
+    # (token_mean), minibatches drawn from the global rows with old log-probs, and the KL reference
+    "algorithm.advantage=reinforce_pp", "algorithm.loss_agg=token_mean", "algorithm.num_minibatches=2",
+    "algorithm.beta=0.01",
+]  # fmt: skip
+
+
+def copy_digit(prompts, completions, answer, **kw):
+    """The toy reward of tests/test_trainer.py: share of completion characters repeating the prompt's digit."""
+    return [sum(ch == a for ch in c) / 4 for c, a in zip(completions, answer)]
+
+
+def make_trainer(run_dir: Path, *overrides: str):
+    from thinkrl.testing import char_tokenizer, tiny_model
+    from thinkrl.train import GRPOTrainer
+
+    tok = char_tokenizer("0123456789=")
+    cfg = load_config(None, [*OVERRIDES, f"train.output_dir={run_dir}", *overrides])
+    model = tiny_model("llama", len(tok), seed=0)
+    return GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=[copy_digit], train_rows=DIGITS)
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def worker(run_dir: Path, out_dir: Path) -> None:
+    """One rank: train 2 steps (saving each), keep a copy of the run at step 2, then resume to step 3."""
+    rank = int(os.environ["RANK"])
+    tr = make_trainer(run_dir, "train.steps=2")
+    tr.train()
+    if rank == 0:
+        shutil.copytree(run_dir, out_dir / "run_at_2")
+    dist.barrier()
+    resumed = make_trainer(run_dir, "train.steps=3", "train.resume=true")  # a fresh trainer, as after a kill
+    assert resumed.step == 2
+    resumed.train()
+    torch.save(params(resumed.model), out_dir / f"params_rank{rank}.pt")
+    dist.destroy()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(world: int, run_dir: Path, out_dir: Path) -> None:
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, str(run_dir), str(out_dir)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+        )
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=150)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a rank hung (a collective that another rank never reached?)")
+    for rank, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"rank {rank} failed:\n{log[-4000:]}"
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _ckpt_params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "checkpoints" / f"step-{step:06d}" / "model.safetensors"))
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_two_ranks_match_one_process_and_resume(tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(2, tmp_path / "dp", out)
+
+    # the reference: one process, the same global batch, 3 steps with a checkpoint after each
+    ref = make_trainer(tmp_path / "single", "train.steps=3")
+    ref_hist = ref.train()
+    ref_final = params(ref.model)
+
+    rank0, rank1 = torch.load(out / "params_rank0.pt"), torch.load(out / "params_rank1.pt")
+    for k in rank0:  # replicas stay bit-identical: same summed gradients, same optimizer step
+        assert torch.equal(rank0[k], rank1[k]), k
+    _assert_close(rank0, ref_final)  # 2 ranks (steps 1-2, then a resumed trainer for step 3) == 1 process
+    _assert_close(_ckpt_params(tmp_path / "dp", 2), _ckpt_params(tmp_path / "single", 2))
+
+    dp_metrics = _metrics(tmp_path / "dp")  # written by rank 0 only, one line per step
+    assert [m["step"] for m in dp_metrics] == [1, 2, 3]
+    for m, r in zip(dp_metrics, ref_hist):
+        assert m["completions"] == r["completions"] == 16
+        for key in ("reward/mean", "reward/std", "completion/len_mean", "groups/zero_spread_frac"):
+            assert m[key] == pytest.approx(r[key], abs=1e-6), key
+        assert m["train/loss"] == pytest.approx(r["train/loss"], abs=1e-5)
+
+    # the checkpoint written by 2 ranks resumes in 1 process: data position and sampling seeds are global
+    resumed = make_trainer(out / "run_at_2", "train.steps=3", "train.resume=true")
+    assert resumed.step == 2 and latest_checkpoint(out / "run_at_2").name == "step-000002"
+    resumed.train()
+    _assert_close(params(resumed.model), ref_final)
+
+
+def test_prompts_per_step_must_divide_by_world_size(tmp_path, monkeypatch):
+    # WORLD_SIZE is read before any process group is joined, so the check fires without other ranks
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(
+        ConfigError, match=r"prompts_per_step=4 does not divide by the 3 .*multiple of 3, e\.g\. 6"
+    ):
+        make_trainer(tmp_path / "run", "train.steps=1")
+
+
+def test_single_process_helpers_are_identity():
+    t = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert torch.equal(dist.all_reduce_sum(t), t) and torch.equal(dist.all_gather_tensor(t), t)
+    assert dist.is_main()
+    assert dist.shard_range(8, dist.DistInfo(rank=1, world_size=4)) == (2, 4)
+
+
+def test_first_row_gives_a_rank_the_rows_of_one_process():
+    """Two engine calls over halves of the prompts, with first_row, sample what one call over all samples."""
+    from thinkrl.rollout.base import SamplingParams
+    from thinkrl.rollout.hf import HFEngine
+    from thinkrl.testing import char_tokenizer, tiny_model
+
+    tok = char_tokenizer("0123456789=")
+    engine = HFEngine(tiny_model("llama", len(tok), seed=1), tok)
+    prompts = [tok(f"{i}=")["input_ids"] for i in range(4)]
+    sp = dict(n=3, max_new_tokens=6, seed=7)
+    whole = engine.generate(prompts, SamplingParams(**sp))
+    halves = [engine.generate(prompts[:2], SamplingParams(**sp)),
+              engine.generate(prompts[2:], SamplingParams(**sp, first_row=6))]  # fmt: skip
+    assert whole.texts == halves[0].texts + halves[1].texts
+    torch.testing.assert_close(whole.logprobs[6:, : halves[1].logprobs.shape[1]], halves[1].logprobs)
+
+
+if __name__ == "__main__":  # a rank launched by _launch
+    worker(Path(sys.argv[1]), Path(sys.argv[2]))
