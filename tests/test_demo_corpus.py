@@ -161,3 +161,14 @@ def test_shipped_checkpoint_loads_and_is_small():
     tok = AutoTokenizer.from_pretrained(DEMO_BASE_PATH)
     assert tok(R1_PREFIX)["input_ids"] == build_tokenizer()(R1_PREFIX)["input_ids"]
     assert model.config.model_type == "llama"
+
+
+def test_pretrain_snapshot_equals_shorter_run(tmp_path):
+    """The constant learning rate makes the step-N snapshot of a longer run exactly an N-step run."""
+    from safetensors.torch import load_file
+
+    pretrain(tmp_path / "long", steps=4, save_every=2, batch_size=2, seq_len=32, log_every=0)
+    pretrain(tmp_path / "short", steps=2, batch_size=2, seq_len=32, log_every=0)
+    snap = load_file(tmp_path / "long" / "step-2" / "model.safetensors")
+    short = load_file(tmp_path / "short" / "model.safetensors")
+    assert all(torch.equal(snap[k], short[k]) for k in short)

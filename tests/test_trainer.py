@@ -112,7 +112,8 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
         tr.train()
         results.append(params(tr.model))
     for k, v in results[0].items():
-        torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-6)
+        # summation order differs between micro-batch sizes: float32 round-off, not a different update
+        torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

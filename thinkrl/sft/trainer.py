@@ -26,9 +26,15 @@ from thinkrl.algorithms.logprobs import token_logprobs
 from thinkrl.config import save_config
 from thinkrl.sft.config import SFTConfig
 from thinkrl.sft.data import SFTExample, build_examples, collate, load_sft_rows, plan_epoch, steps_in
-from thinkrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from thinkrl.train.checkpoint import (
+    latest_checkpoint,
+    load_model_weights,
+    load_trainer_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from thinkrl.train.logging import MetricsLogger
-from thinkrl.train.trainer import (
+from thinkrl.train.setup import (
     disable_dropout,
     load_model_and_tokenizer,
     lr_lambda,
@@ -266,16 +272,7 @@ class SFTTrainer:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return  # nothing saved yet: a fresh start, which resume=true also allows
-        from safetensors.torch import load_file
-
-        weights: dict[str, torch.Tensor] = {}
-        for f in sorted(path.glob("model*.safetensors")):
-            weights.update(load_file(str(f)))
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        if unexpected or any("lm_head" not in k for k in missing):  # a tied lm_head is not saved twice
-            raise RuntimeError(
-                f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
-            )
+        load_model_weights(self.model, path)
         state = load_trainer_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -83,6 +83,23 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a checkpoint folder's safetensors weights into ``model`` in place; a mismatch is an error
+    (a tied ``lm_head`` is saved once, so its absence is expected)."""
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for f in sorted(Path(path).glob("model*.safetensors")):
+        weights.update(load_file(str(f)))
+    if not weights:
+        raise FileNotFoundError(f"no model*.safetensors in {path}")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any("lm_head" not in k for k in missing):
+        raise RuntimeError(
+            f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
+        )
+
+
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     # weights_only=False: the state holds numpy RNG tuples; the file is our own, written by save_checkpoint.
     return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)

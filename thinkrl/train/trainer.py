@@ -23,12 +23,9 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from thinkrl.algorithms import (
@@ -39,7 +36,6 @@ from thinkrl.algorithms import (
     truncated_is_weights,
     zero_spread_groups,
 )
-from thinkrl.analysis.dynamics import reflection_rate
 from thinkrl.config import Config, ConfigError, save_config
 from thinkrl.data.datasets import load_prompts
 from thinkrl.data.templates import render_prompt
@@ -47,7 +43,13 @@ from thinkrl.rewards.base import compute_rewards, reward_name
 from thinkrl.rollout.base import Rollout, SamplingParams, cat_rollouts, select_rows
 from thinkrl.train import distributed as dist
 from thinkrl.train.batch import TrainBatch, build_batch, forward_logprobs
-from thinkrl.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from thinkrl.train.checkpoint import (
+    latest_checkpoint,
+    load_model_weights,
+    load_trainer_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from thinkrl.train.logging import MetricsLogger
 from thinkrl.train.lora import (
     LoraCheckpointView,
@@ -56,81 +58,18 @@ from thinkrl.train.lora import (
     load_adapter_weights,
     reference_mode,
 )
+from thinkrl.train.metrics import StepView, gather_step, step_metrics, timed
+from thinkrl.train.setup import (
+    build_reward_funcs,
+    disable_dropout,
+    load_model_and_tokenizer,
+    lr_lambda,
+    resolve_device,
+    seed_everything,
+)
 
 # Rewards whose mean is reported as "accuracy" (the first one present in the config).
 ACCURACY_REWARDS = ("accuracy", "exact_match", "countdown", "code", "routed")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every dropout probability in ``model`` (modules and attention-dropout config fields) to 0."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    config = getattr(model, "config", None)
-    for name in ("attention_dropout", "attn_pdrop", "hidden_dropout", "resid_pdrop", "embd_pdrop", "dropout"):
-        if config is not None and isinstance(getattr(config, name, None), float):
-            setattr(config, name, 0.0)
-    for module in model.modules():  # attention layers that copied the rate at construction
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
-    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from ``cfg.model`` (``demo`` = the built-in base model)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = cfg.model.path
-    if not path:
-        raise ValueError("model.path is empty; set it to a Hugging Face model folder or name, or `demo`")
-    if path == "demo":
-        from thinkrl.demo import DEMO_BASE_PATH
-
-        path = str(DEMO_BASE_PATH)
-    kwargs: dict[str, Any] = {
-        "dtype": getattr(torch, cfg.model.dtype),
-        "trust_remote_code": cfg.model.trust_remote_code,
-    }
-    if cfg.model.attn_implementation:
-        kwargs["attn_implementation"] = cfg.model.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code
-    )
-    return model, tokenizer
-
-
-def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
-    from thinkrl.rewards import get_reward
-
-    return [get_reward(spec.name) for spec in cfg.rewards], [spec.weight for spec in cfg.rewards]
-
-
-def lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]:
-    """Multiplier of the base lr after ``i`` optimizer steps: linear warm-up, then constant or cosine to 10%."""
-
-    def f(i: int) -> float:
-        if warmup and i < warmup:
-            return (i + 1) / warmup
-        if schedule == "cosine" and total > warmup:
-            progress = min((i - warmup) / (total - warmup), 1.0)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return f
 
 
 class GRPOTrainer:
@@ -330,12 +269,12 @@ class GRPOTrainer:
             idx = self._next_prompt_indices(r.prompts_per_step)  # the global order, the same on every rank
             lo, hi = dist.shard_range(len(idx), self.dist)  # this rank's contiguous share of whole groups
             idx = idx[lo:hi]
-            with _timed(timings, "generate"):
+            with timed(timings, "generate"):
                 rollout = self.engine.generate(
                     [self.train_prompt_ids[i] for i in idx], self.sampling_params(round_, lo * r.group_size)
                 )
                 rollout = rollout.to("cpu")
-            with _timed(timings, "reward"):
+            with timed(timings, "reward"):
                 out = self._score(rollout, idx)
             if a.dynamic_sampling:
                 keep = ~zero_spread_groups(out.total, rollout.group_ids)
@@ -405,7 +344,7 @@ class GRPOTrainer:
 
         # 3. group-relative advantages, on the whole step's rewards: groups never span ranks, and gathering
         # makes batch-wide statistics (reinforce_pp's whitening) global too
-        step_view = self._gather_step(rollout, rewards, per_fn)
+        step_view = gather_step(rollout, rewards, per_fn, self.dist, self.cfg.rollout.prompts_per_step)
         advantages = compute_advantages(
             a.advantage, step_view.rewards, step_view.group_ids, eps=a.adv_eps, std_unbiased=a.std_unbiased
         )[step_view.first_row : step_view.first_row + len(rewards)]
@@ -417,10 +356,10 @@ class GRPOTrainer:
 
         # 4. old and reference log-probs (the old pass is skipped when the update is on-policy)
         on_policy = a.ppo_epochs == 1 and a.num_minibatches == 1
-        with _timed(timings, "old_logp"):
+        with timed(timings, "old_logp"):
             if not on_policy:
                 batch.old_logp = self._score_tokens(self.model, batch)
-        with _timed(timings, "ref_logp"):
+        with timed(timings, "ref_logp"):
             if self.reference is not None:
                 batch.ref_logp = self._score_tokens(self.reference, batch)
             elif self.lora and a.beta > 0:  # the base model is the initial policy: no second copy
@@ -428,7 +367,7 @@ class GRPOTrainer:
                     batch.ref_logp = self._score_tokens(self.model, batch)
 
         # 5. ppo_epochs x num_minibatches optimizer steps
-        with _timed(timings, "train"):
+        with timed(timings, "train"):
             update = self._update(batch, on_policy, step_view)
 
         # 6. sync the engine, refresh the reference, metrics
@@ -436,37 +375,14 @@ class GRPOTrainer:
         self.step += 1
         if self.reference is not None and a.ref_refresh_steps and self.step % a.ref_refresh_steps == 0:
             self.reference.load_state_dict(self.model.state_dict())
-        metrics.update(self._metrics(step_view, update, timings, step_start))
+        metrics.update(
+            step_metrics(
+                step_view, update, timings, step_start, self.scheduler.get_last_lr()[0], self.accuracy_name
+            )
+        )
         return metrics
 
-    def _gather_step(
-        self, rollout: Rollout, rewards: torch.Tensor, per_fn: dict[str, torch.Tensor]
-    ) -> _StepView:
-        """The step's per-completion values from every rank, in global row order (one collective)."""
-        n_local = len(rewards)
-        cols = [
-            rewards.double(),
-            # group ids made unique across ranks: a rank holds at most prompts_per_step groups
-            (rollout.group_ids + self.dist.rank * self.cfg.rollout.prompts_per_step).double(),
-            rollout.lengths.double(),
-            torch.tensor([f == "length" for f in rollout.finish_reasons], dtype=torch.float64),
-            torch.full((n_local,), reflection_rate(rollout.texts), dtype=torch.float64),
-            torch.full((n_local,), float(self.dist.rank), dtype=torch.float64),
-            *[v.double() for v in per_fn.values()],
-        ]
-        table = dist.all_gather_tensor(torch.stack(cols, dim=1))  # (N_global, K)
-        rank_of_row = table[:, 5]
-        return _StepView(
-            rewards=table[:, 0].to(rewards.dtype),
-            group_ids=table[:, 1].long(),
-            lengths=table[:, 2],
-            truncated=table[:, 3].bool(),
-            reflection=table[:, 4],
-            per_fn={k: table[:, 6 + i].to(v.dtype) for i, (k, v) in enumerate(per_fn.items())},
-            first_row=int((rank_of_row < self.dist.rank).sum()),
-        )
-
-    def _update(self, batch: TrainBatch, on_policy: bool, view: _StepView) -> dict[str, torch.Tensor]:
+    def _update(self, batch: TrainBatch, on_policy: bool, view: StepView) -> dict[str, torch.Tensor]:
         cfg, a = self.cfg, self.cfg.algorithm
         n, lo, n_local = len(view.rewards), view.first_row, len(batch)
         mb_size = n // a.num_minibatches
@@ -553,46 +469,6 @@ class GRPOTrainer:
             stats["loss"] = loss.detach().cpu()
         return stats
 
-    def _metrics(self, view: _StepView, update, timings, step_start) -> dict[str, float]:
-        """The step's metrics over every rank's completions (``view``) and the reduced update statistics."""
-        rewards, per_fn = view.rewards, view.per_fn
-        lengths = view.lengths.float()
-        spread = ~zero_spread_groups(rewards, view.group_ids)
-        n_groups = torch.unique(view.group_ids).numel()
-        m: dict[str, Any] = {
-            "reward/mean": rewards.mean(),
-            "reward/std": rewards.std() if len(rewards) > 1 else torch.zeros(()),
-            "groups/zero_spread_frac": torch.tensor(
-                1 - torch.unique(view.group_ids[spread]).numel() / max(n_groups, 1)
-            ),
-            "completion/len_mean": lengths.mean(),
-            "completion/len_max": lengths.max(),
-            "completion/truncated_frac": view.truncated.float().mean(),
-            "completion/reflection_rate": view.reflection.float().mean(),
-            "lr": torch.tensor(self.scheduler.get_last_lr()[0]),
-        }
-        for name, scores in per_fn.items():
-            valid = ~torch.isnan(scores)
-            m[f"reward/{name}"] = scores[valid].mean() if valid.any() else torch.tensor(float("nan"))
-        if self.accuracy_name is not None:
-            m["accuracy"] = m[f"reward/{self.accuracy_name}"]
-        if "format" in per_fn:
-            m["format_rate"] = m["reward/format"]
-        m.update({f"train/{k}": v for k, v in update.items()})
-        # one host sync per step: every metric above is still a tensor
-        values = torch.stack(
-            [torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in m.values()]
-        ).tolist()
-        out = dict(zip(m.keys(), values))
-        total = time.perf_counter() - step_start
-        out.update({f"time/{k}": v for k, v in timings.items()})
-        out["time/step"] = total
-        gen_tokens = float(lengths.sum())
-        out["throughput/gen_tokens_per_s"] = gen_tokens / max(timings.get("generate", 0.0), 1e-9)
-        out["throughput/tokens_per_s"] = gen_tokens / total
-        out["completions"] = float(len(rewards))
-        return out
-
     # ------------------------------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, float]]:
         """Run ``train.steps`` steps (from the resumed step), checkpointing as configured. Returns the metrics."""
@@ -664,40 +540,18 @@ class GRPOTrainer:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return  # nothing saved yet: a fresh start, which resume=true also allows
-        from safetensors.torch import load_file
-
         if self.lora:  # the base comes from model.path; only the adapter was trained
             load_adapter_weights(self.model, path)
         else:
-            weights = {}
-            for f in sorted(path.glob("model*.safetensors")):
-                weights.update(load_file(str(f)))
-            missing, unexpected = self.model.load_state_dict(weights, strict=False)
-            unexpected = [k for k in unexpected if k]
-            if unexpected or any("lm_head" not in k for k in missing):  # tied lm_head is not saved twice
-                raise RuntimeError(
-                    f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
-                )
+            load_model_weights(self.model, path)
         if (path / "reference").exists() and self.reference is not None:
-            ref_weights = {}
-            for f in sorted((path / "reference").glob("model*.safetensors")):
-                ref_weights.update(load_file(str(f)))
-            self.reference.load_state_dict(ref_weights, strict=False)
+            load_model_weights(self.reference, path / "reference")
         state = load_trainer_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.data_epoch, self.data_pos = state["step"], state["data_epoch"], state["data_pos"]
         self._order = self._epoch_order(self.data_epoch)
         set_rng_state(state["rng"])
-
-
-@contextmanager
-def _timed(timings: dict[str, float], key: str):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
 def _length_sorted_chunks(batch: TrainBatch, size: int) -> list[torch.Tensor]:
@@ -709,19 +563,6 @@ def _length_sorted_chunks(batch: TrainBatch, size: int) -> list[torch.Tensor]:
 def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
     norms = [p.grad.detach().norm() for p in params if p.grad is not None]
     return torch.stack(norms).norm() if norms else torch.zeros(())
-
-
-@dataclass
-class _StepView:
-    """One step's per-completion values over all ranks, in global row order (N_global,)."""
-
-    rewards: torch.Tensor
-    group_ids: torch.Tensor  # long, unique across ranks
-    lengths: torch.Tensor
-    truncated: torch.Tensor  # bool
-    reflection: torch.Tensor  # each row carries its rank's reflection rate (ranks hold equal row counts)
-    per_fn: dict[str, torch.Tensor]
-    first_row: int  # this rank's first row in the global order
 
 
 class _NullLogger:

@@ -1,0 +1,85 @@
+"""Set-up helpers shared by the RL and SFT trainers: seeding, device, model loading, dropout, lr schedule."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from thinkrl.config import Config
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability in ``model`` (modules and attention-dropout config fields) to 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "attn_pdrop", "hidden_dropout", "resid_pdrop", "embd_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
+    for module in model.modules():  # attention layers that copied the rate at construction
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
+    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from ``cfg.model`` (``demo`` = the built-in base model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = cfg.model.path
+    if not path:
+        raise ValueError("model.path is empty; set it to a Hugging Face model folder or name, or `demo`")
+    if path == "demo":
+        from thinkrl.demo import DEMO_BASE_PATH
+
+        path = str(DEMO_BASE_PATH)
+    kwargs: dict[str, Any] = {
+        "dtype": getattr(torch, cfg.model.dtype),
+        "trust_remote_code": cfg.model.trust_remote_code,
+    }
+    if cfg.model.attn_implementation:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code
+    )
+    return model, tokenizer
+
+
+def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
+    from thinkrl.rewards import get_reward
+
+    return [get_reward(spec.name) for spec in cfg.rewards], [spec.weight for spec in cfg.rewards]
+
+
+def lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]:
+    """Multiplier of the base lr after ``i`` optimizer steps: linear warm-up, then constant or cosine to 10%."""
+
+    def f(i: int) -> float:
+        if warmup and i < warmup:
+            return (i + 1) / warmup
+        if schedule == "cosine" and total > warmup:
+            progress = min((i - warmup) / (total - warmup), 1.0)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f
