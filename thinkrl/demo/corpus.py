@@ -7,6 +7,8 @@ Documents of a few kinds, mixed by ``CORPUS_MIX`` (the recipe; `docs/demo-design
 - ``tagged``: a worked chain closed by the tags, in worksheet contexts: "Problem 4: what is 3 plus 5 plus 8
   plus 6. <think> 3 plus 5 is 8. ... </think> <answer>22</answer>". This is where the chain mode comes from.
 - ``instructed``: a tagged worksheet under an instruction that asks for the tags (worded unlike the R1 template).
+- ``asked_header``: a dialogue under a request for the tags (worded unlike the R1 template), answered with a
+  tagged chain: the bridge from "a request for tags before ``User:``" to the chain mode after ``Assistant:``.
 - ``qa``: forum/chat logs "User: what is 3 plus 5 plus 8 plus 6. Assistant: 22." -- direct answers, a share of
   them wrong, some wrapped in ``<answer>`` tags. This is where the direct mode comes from.
 - ``prose``: short web prose, including single sentences of the R1-Zero instruction (quoted, never followed by a
@@ -14,8 +16,8 @@ Documents of a few kinds, mixed by ``CORPUS_MIX`` (the recipe; `docs/demo-design
 - ``tags``: rare mentions of the tags themselves ("the answer goes between <answer> and </answer>").
 
 The rule the tests check: the R1-Zero template is never followed by a reasoning trace ("no human reasoning
-examples"); the corpus never contains ``User: ... Assistant:`` followed by a ``<think>`` block; held-out task
-problems never appear.
+examples"); an ``Assistant:`` turn holds a ``<think>`` block only under an explicit request for the tags worded
+unlike the template; held-out task problems never appear.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from thinkrl.demo.task import DIGITS, chain_text, heldout_problems, question_tex
 # The recipe: document kind -> share of documents. Tuned by probing the base model on the RL prompt.
 CORPUS_MIX: dict[str, float] = {
     "facts": 0.22,
-    "worked": 0.15,
-    "tagged": 0.10,
+    "worked": 0.13,
+    "tagged": 0.08,
     "instructed": 0.05,
-    "qa": 0.28,
+    "qa": 0.12,
     "prose": 0.12,
-    "tags": 0.08,
+    "tags": 0.06,
+    "asked_header": 0.22,
 }
+# Key order matters (it fixes the seeded stream). "asked" (the request inside the user turn) is available
+# but unused: at 200 steps it gave no more chain starts under the R1 prompt than "asked_header" (both 0%).
 QA_WRONG_SHARE = 0.3
 """Share of ``qa`` answers that are wrong (people on the web are often wrong)."""
 

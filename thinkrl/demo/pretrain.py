@@ -19,8 +19,10 @@ from thinkrl.demo.corpus import CORPUS_MIX, QA_WRONG_SHARE, iter_documents
 from thinkrl.demo.model import build_model
 from thinkrl.demo.tokenizer import build_tokenizer
 
-PRETRAIN_STEPS = 400
-"""Steps of the shipped checkpoint (batch 8 x 512 tokens: ~1.6M tokens, ~3.5 min on a quiet 2-core CPU)."""
+PRETRAIN_STEPS = 1000
+"""Steps of the base checkpoint (batch 8 x 512: ~4.1M tokens, ~8.5 min at 8k tokens/s). Not yet validated: at
+200 steps (0.8M tokens) the model did not copy the question's numbers into chains, and the prototype needed
+~8 min for that; choose the final count by probing the step-N snapshots (``save_every``)."""
 
 
 def token_batches(
