@@ -58,10 +58,10 @@ def test_no_reasoning_trace_after_the_r1_template(docs):
 
 
 def test_corpus_has_tagged_chains_and_wrong_answers(docs):
-    """The chain mode exists (tagged worked chains, mostly in worksheets), and a share of Q&A answers is wrong."""
+    """The chain mode exists (tagged worked chains in worksheets and requested in dialogues), and a share of Q&A answers is wrong."""
     tagged = [d for d in docs if "</think> <answer>" in d]
     assert len(tagged) > 0.05 * N_DOCS
-    assert sum("Assistant:" in d for d in tagged) < 0.5 * len(tagged)
+    assert sum("Assistant:" not in d for d in tagged) > 0.25 * len(tagged)  # worksheets, not only dialogues
     wrong = right = 0
     for q, a in re.findall(r"User: what is ([\d plus]+)\. Assistant: (?:<answer>)?(\d+)", "\n".join(docs)):
         ok = sum(int(x) for x in q.split(" plus ")) == int(a)

@@ -116,6 +116,42 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
         torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_shared_prompt_forward_equals_plain(arch):
+    """One prompt forward per group, its KV cache reused by every completion: same log-probs and gradients."""
+    from thinkrl.rollout import HFEngine, SamplingParams
+    from thinkrl.train.batch import build_batch, forward_logprobs
+    from thinkrl.train.setup import disable_dropout
+
+    tok = char_tokenizer()
+    model = tiny_model(arch, len(tok))
+    disable_dropout(model)
+    prompts = [tok(p)["input_ids"] for p in ("ab c=", "hello world 12 +", "x")]  # different lengths
+    rollout = HFEngine(model, tok).generate(prompts, SamplingParams(n=3, max_new_tokens=6, seed=1)).to("cpu")
+    batch = build_batch(rollout, torch.randn(9), tok.pad_token_id, rollout.completion_mask)
+    sub = batch.rows(torch.tensor([0, 1, 4, 5, 6, 8]))  # groups of 2, 2 and 2 rows, as a micro-batch may hold
+    results = []
+    for share in (False, True):
+        logp, _ = forward_logprobs(model, sub, 0.8, share_prompt=share)
+        grads = torch.autograd.grad((logp * sub.mask).sum(), list(model.parameters()), allow_unused=True)
+        results.append((logp.detach(), grads))
+    (lp_plain, g_plain), (lp_shared, g_shared) = results
+    torch.testing.assert_close(lp_shared * sub.mask, lp_plain * sub.mask, rtol=0, atol=1e-5)
+    for a, b in zip(g_plain, g_shared):
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_shared_prompt_update_equals_plain(tmp_path):
+    results = []
+    for share in ("true", "false"):
+        tr = make_trainer(tmp_path / share, "train.steps=1", f"train.share_prompt={share}", "algorithm.beta=0.01")
+        tr.train()
+        results.append(params(tr.model))
+    for k, v in results[0].items():
+        torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

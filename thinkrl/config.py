@@ -163,6 +163,10 @@ class TrainConfig:
     """Linear warm-up of the learning rate over this many optimizer steps."""
     lr_schedule: str = "constant"
     """``constant`` or ``cosine`` (to 10% of lr) after warm-up."""
+    share_prompt: bool = True
+    """Run each prompt forward once per micro-batch and reuse its KV cache for all its completions in the
+    training, old and reference passes: the same values and gradients, far fewer FLOPs when prompts are long
+    (G completions share one prompt). Off automatically with gradient checkpointing."""
     micro_batch_size: int = 8
     """Completions per forward/backward; gradients accumulate to the minibatch. Memory knob only: the update
     does not depend on it."""

@@ -4,7 +4,7 @@
 - ``build_model`` (``model.py``): a ~1M-parameter ``LlamaForCausalLM``.
 - ``split_rows`` (``task.py``): the RL task (add four one-digit numbers), seeded disjoint train/held-out split.
 - ``iter_documents`` (``corpus.py``): the synthetic web-like pretraining corpus (no reasoning after the R1 template).
-- ``pretrain`` (``pretrain.py``): the causal-LM loop that rebuilds the shipped ``thinkrl/assets/demo-base``.
+- ``pretrain`` (``pretrain.py``): the causal-LM loop that builds the base checkpoint (``thinkrl/assets/demo-base``).
 - ``probe`` (``probe.py``): the base model's mode mix on the exact RL prompt.
 """
 
@@ -20,7 +20,7 @@ from thinkrl.demo.task import make_row, split_rows
 from thinkrl.demo.tokenizer import TAG_TOKENS, build_tokenizer
 
 DEMO_BASE_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
-"""The shipped pretrained base checkpoint (``pretrain(path, seed=0)`` rebuilds it)."""
+"""Where the shipped base checkpoint goes (``pretrain(path, seed=0)`` rebuilds it); not shipped yet."""
 
 __all__ = [
     "CORPUS_MIX",

@@ -1,8 +1,8 @@
 """Pretrain the demo's tiny base model on the synthetic corpus: a plain causal-LM loop.
 
-``pretrain(out_dir, seed=0)`` with the default settings rebuilds the checkpoint shipped in
-``thinkrl/assets/demo-base`` (same seed, same step count, same corpus recipe; bit-identical on the same
-machine and thread count, close elsewhere). The result loads with ``AutoModelForCausalLM.from_pretrained``
+``pretrain(out_dir, seed=0)`` with the default settings builds the demo's base checkpoint (the one to ship in
+``thinkrl/assets/demo-base``): same seed, step count and corpus recipe give bit-identical weights on the same
+machine and thread count (``threads=1`` for the runs in ``docs/demo-design.md``), close ones elsewhere. The result loads with ``AutoModelForCausalLM.from_pretrained``
 and ``AutoTokenizer.from_pretrained``.
 """
 
@@ -55,11 +55,13 @@ def pretrain(
     log_every: int = 50,
     save_every: int = 0,
     mix: dict[str, float] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Pretrain from scratch and save model + tokenizer (safetensors) to ``out_dir``; returns the path.
 
     ``save_every`` > 0 also saves ``out_dir/step-N`` snapshots (to probe how modes form); ``mix`` replaces
     the corpus recipe ``CORPUS_MIX`` (then the result is not the shipped checkpoint).
+    ``threads`` sets ``torch.set_num_threads`` (results are bit-identical only for the same count).
     ``minutes`` stops early when the wall clock runs out (then the result depends on machine speed, so the
     shipped checkpoint uses a step count only). A ``pretrain_info.json`` records the recipe and the losses.
 
@@ -71,6 +73,8 @@ def pretrain(
     >>> AutoModelForCausalLM.from_pretrained(path).config.model_type
     'llama'
     """
+    if threads:
+        torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()

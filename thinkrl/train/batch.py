@@ -25,6 +25,7 @@ class TrainBatch:
     mask: torch.Tensor  # (N, T) float: 1 on completion tokens that carry loss
     advantages: torch.Tensor  # (N,) float
     sampler_logp: torch.Tensor  # (N, T) float: the engine's log-probs of the sampled tokens
+    group_ids: torch.Tensor | None = None  # (N,) long: rows with the same id share one prompt
     old_logp: torch.Tensor | None = None  # (N, T) pi_old, set when the update is not on-policy
     ref_logp: torch.Tensor | None = None  # (N, T) reference policy, set when beta > 0
 
@@ -53,6 +54,7 @@ class TrainBatch:
             mask=comp(self.mask),
             advantages=self.advantages[idx],
             sampler_logp=comp(self.sampler_logp),
+            group_ids=None if self.group_ids is None else self.group_ids[idx],
             old_logp=comp(self.old_logp),
             ref_logp=comp(self.ref_logp),
         )
@@ -79,6 +81,7 @@ def build_batch(
         mask=loss_mask.float(),
         advantages=advantages.float(),
         sampler_logp=rollout.logprobs.float(),
+        group_ids=rollout.group_ids.clone(),
     )
 
 
@@ -89,25 +92,79 @@ def forward_logprobs(
     *,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    share_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, T) of the completion tokens under ``model`` at ``temperature``, and optionally the entropy
     (N, T), which keeps its graph only when ``entropy_grad`` (an entropy bonus in the loss).
 
-    Positions come from the attention mask, so left padding does not shift them.
+    Positions come from the attention mask, so left padding does not shift them. With ``share_prompt``, each
+    distinct prompt of the batch runs forward once and its KV cache is reused by all its completions (the same
+    values and gradients as the plain path, tested; fewer FLOPs whenever a prompt has several completions).
     """
-    device = next(model.parameters()).device
-    attention_mask = batch.attention_mask.to(device)
-    out = model(
-        input_ids=batch.input_ids.to(device),
-        attention_mask=attention_mask,
-        position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
-        logits_to_keep=batch.completion_ids.shape[1] + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1, :]  # (N, T, V): position j predicts completion token j
-    logp = token_logprobs(logits, batch.completion_ids.to(device), temperature)
+    if share_prompt and batch.group_ids is not None:
+        logits = _shared_prompt_logits(model, batch)
+    else:
+        device = next(model.parameters()).device
+        attention_mask = batch.attention_mask.to(device)
+        out = model(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=attention_mask,
+            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+            logits_to_keep=batch.completion_ids.shape[1] + 1,
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1, :]  # (N, T, V): position j predicts completion token j
+    logp = token_logprobs(logits, batch.completion_ids.to(logits.device), temperature)
     entropy = None
     if with_entropy or entropy_grad:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = entropy_from_logits(logits.float() / temperature)
     return logp, entropy
+
+
+def _shared_prompt_logits(model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
+    """Logits (N, T, V) predicting each completion token, with one prompt forward per distinct prompt.
+
+    1. The U distinct prompts (left-padded to Lp) run forward with a KV cache; the last position's logits
+       predict completion token 0.
+    2. The cache is indexed to the N rows (a differentiable gather: gradients of all G completions flow back
+       into their prompt's single forward) and the completions run on top of it.
+    """
+    device = next(model.parameters()).device
+    t = batch.completion_ids.shape[1]
+    lp = batch.input_ids.shape[1] - t
+    uniq, row_to_prompt = torch.unique(batch.group_ids, return_inverse=True)
+    first = torch.zeros(len(uniq), dtype=torch.long).scatter_(
+        0, row_to_prompt.flip(0), torch.arange(len(row_to_prompt) - 1, -1, -1)
+    )  # a representative row of each prompt
+    prompt_ids = batch.input_ids[first, :lp].to(device)  # (U, Lp)
+    prompt_mask = batch.attention_mask[first, :lp].to(device)
+    prompt_out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        logits_to_keep=1,
+        use_cache=True,
+    )
+    cache = prompt_out.past_key_values
+    rows = row_to_prompt.to(device)
+    cache.batch_select_indices(rows)  # (U, ...) -> (N, ...): row i reads its prompt's keys and values
+    full_mask = batch.attention_mask.to(device)  # (N, Lp + T)
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, lp:]
+    out = model(
+        input_ids=batch.completion_ids.to(device),
+        attention_mask=full_mask,
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_kwarg(model): cache},
+    )
+    first_logits = prompt_out.logits[:, -1:, :][rows]  # (N, 1, V) predicts completion token 0
+    return torch.cat([first_logits, out.logits[:, :-1, :]], dim=1)  # (N, T, V)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    # transformers 5.x renamed past_key_values -> cache; ask the signature, not the version
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper hides it
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"

@@ -124,6 +124,8 @@ class GRPOTrainer:
                 self.model.enable_input_require_grads()
             self.model = apply_lora(self.model, cfg.model)
         self.model.train()
+        # the KV-cache path of a shared prompt does not combine with activation checkpointing
+        self.share_prompt = t.share_prompt and not cfg.model.gradient_checkpointing
         dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights (and adapter init)
         # beta = 0 loads no reference model (DAPO, Dr. GRPO); LoRA uses the base with adapters disabled;
         # else a frozen copy of the initial policy.
@@ -325,9 +327,11 @@ class GRPOTrainer:
     def _score_tokens(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
         """Log-probs (N, T) under ``model`` for all rows, in micro-batches."""
         out = torch.zeros_like(batch.sampler_logp)
-        for rows in _length_sorted_chunks(batch, self.cfg.train.micro_batch_size):
+        for rows in _length_sorted_chunks(batch, self.cfg.train.micro_batch_size, self.share_prompt):
             sub = batch.rows(rows)
-            logp, _ = forward_logprobs(model, sub, self.cfg.rollout.temperature)
+            logp, _ = forward_logprobs(
+                model, sub, self.cfg.rollout.temperature, share_prompt=self.share_prompt
+            )
             out[rows, : logp.shape[1]] = logp.float().cpu()
         return out
 
@@ -402,7 +406,7 @@ class GRPOTrainer:
                 num_tokens = float(dist.all_reduce_sum(batch.mask[mb_rows].sum()).clamp(min=1))
                 self.optimizer.zero_grad(set_to_none=True)
                 chunks = (
-                    _length_sorted_chunks(batch.rows(mb_rows), cfg.train.micro_batch_size)
+                    _length_sorted_chunks(batch.rows(mb_rows), cfg.train.micro_batch_size, self.share_prompt)
                     if len(mb_rows)
                     else []
                 )
@@ -434,8 +438,9 @@ class GRPOTrainer:
         """Forward, loss, backward for one micro-batch; returns token-weighted metric sums (0-dim tensors)."""
         a, r = self.cfg.algorithm, self.cfg.rollout
         logp, entropy = forward_logprobs(
-            self.model, micro, r.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0
-        )
+            self.model, micro, r.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0,
+            share_prompt=self.share_prompt,
+        )  # fmt: skip
         mask = micro.mask.to(logp.device)
         old_logp = logp.detach() if on_policy else micro.old_logp.to(logp.device)
         is_weights = None
@@ -554,9 +559,13 @@ class GRPOTrainer:
         set_rng_state(state["rng"])
 
 
-def _length_sorted_chunks(batch: TrainBatch, size: int) -> list[torch.Tensor]:
-    """Row indices in chunks of ``size``, grouped by completion length so micro-batches carry little padding."""
-    order = torch.argsort(batch.mask.sum(-1), descending=True, stable=True)
+def _length_sorted_chunks(batch: TrainBatch, size: int, by_group: bool = False) -> list[torch.Tensor]:
+    """Row indices in chunks of ``size``: grouped by completion length so micro-batches carry little padding,
+    or, with ``by_group``, by prompt first (so a shared prompt forward serves as many rows as possible)."""
+    lengths = batch.attention_mask[:, -batch.completion_ids.shape[1] :].sum(-1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    if by_group and batch.group_ids is not None:
+        order = order[torch.argsort(batch.group_ids[order], stable=True)]
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
