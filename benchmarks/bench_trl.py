@@ -121,6 +121,7 @@ def vowel_fraction(prompts: list[str], completions: list, **kwargs: Any) -> list
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -346,6 +347,7 @@ def run_trl(args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------------------------------- driver
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The driver's flags, plus the hidden ones a worker process is started with."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="only the 4M/64 configuration")
     p.add_argument("--configs", default="4M/64,4M/256,30M/64,30M/256", help="MODEL/LENGTH, comma-separated")
@@ -401,11 +403,8 @@ def launch(
     return {"error": f"exit {proc.returncode}: {tail}"}
 
 
-def fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Driver: run every configuration x framework, print the table and ratios. Worker: run one, print JSON."""
     args = parse_args(argv)
     if args.worker:
         out = run_thinkrl(args) if args.worker == "thinkrl" else run_trl(args)

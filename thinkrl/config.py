@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -229,6 +229,9 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+T = TypeVar("T")
+
+
 class ConfigError(ValueError):
     """A config value or combination is invalid; the message names the field and the fix."""
 
@@ -240,54 +243,56 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     >>> cfg.rollout.group_size, cfg.algorithm.beta
     (4, 0.0)
     """
-    base = OmegaConf.structured(Config)
-    layers = [base]
+    cfg = load_structured(Config, path, overrides)
+    validate(cfg)
+    return cfg
+
+
+def load_structured(schema: type[T], path: str | Path | None, overrides: list[str] | None) -> T:
+    """Merge ``schema``'s defaults <- a YAML file <- dotted overrides with OmegaConf; any parse or type error
+    becomes a :class:`ConfigError` that names the key (and, for an unknown key, the valid ones)."""
+    layers = [OmegaConf.structured(schema)]
     try:
         if path is not None:
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see configs/)")
             layers.append(OmegaConf.load(p))
+        for o in overrides or []:
+            if "=" not in o:
+                raise ConfigError(f"override {o!r} is not key=value (e.g. train.lr=1e-5)")
         if overrides:
-            for o in overrides:
-                if "=" not in o:
-                    raise ConfigError(f"override {o!r} is not key=value (e.g. algorithm.beta=0.0)")
             layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        cfg = OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
     except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid config: {_explain(e)}") from None
+        raise ConfigError(f"invalid config: {_explain(e, schema)}") from None
     except yaml.YAMLError as e:
         raise ConfigError(
             f"invalid YAML in the config or an override ({e}); quote values with braces or colons"
         ) from None
-    assert isinstance(cfg, Config)
-    validate(cfg)
+    assert isinstance(cfg, schema)
     return cfg
 
 
-def _explain(e: OmegaConfBaseException) -> str:
+def _explain(e: OmegaConfBaseException, schema: type) -> str:
     key = getattr(e, "full_key", None) or ""
     msg = str(e).splitlines()[0]
-    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+    if "not in struct" in msg or ("Key '" in msg and "not" in msg):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        valid = _valid_keys(parent)
+        valid = _valid_keys(schema, parent)
         return f"unknown key {key!r}; valid keys under {parent or 'the top level'!r}: {', '.join(valid)}"
     return f"{key}: {msg}" if key else msg
 
 
-def _valid_keys(dotted: str) -> list[str]:
-    obj: Any = Config
+def _valid_keys(schema: type, dotted: str) -> list[str]:
+    obj: Any = schema
     for part in filter(None, dotted.split(".")):
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if part not in fields:
-            return [f.name for f in dataclasses.fields(Config)]
-        obj = (
-            fields[part].default_factory()
-            if fields[part].default_factory is not dataclasses.MISSING
-            else None
-        )
-        obj = type(obj) if dataclasses.is_dataclass(obj) else None
+            return [f.name for f in dataclasses.fields(schema)]
+        factory = fields[part].default_factory
+        value = factory() if factory is not dataclasses.MISSING else None
+        obj = type(value) if dataclasses.is_dataclass(value) else None
         if obj is None:
             return []
     return [f.name for f in dataclasses.fields(obj)]

@@ -8,16 +8,10 @@ OmegaConf's, validation reuses :func:`thinkrl.config._check` and :class:`~thinkr
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from thinkrl.config import ConfigError, LogConfig, ModelConfig, _check
+from thinkrl.config import ConfigError, LogConfig, ModelConfig, _check, load_structured
 
 BATCHING = ("packed", "grouped", "padded")
 DATA_FORMATS = ("auto", "prompt_response", "messages")
@@ -117,47 +111,9 @@ def load_sft_config(path: str | Path | None = None, overrides: list[str] | None 
     >>> cfg.train.batching, cfg.train.max_seq_len
     ('grouped', 2048)
     """
-    layers = [OmegaConf.structured(SFTConfig)]
-    try:
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see configs/)")
-            layers.append(OmegaConf.load(p))
-        for o in overrides or []:
-            if "=" not in o:
-                raise ConfigError(f"override {o!r} is not key=value (e.g. train.lr=1e-5)")
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid sft config: {_explain(e)}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            f"invalid YAML in the config or an override ({e}); quote values with braces or colons"
-        ) from None
-    assert isinstance(cfg, SFTConfig)
+    cfg = load_structured(SFTConfig, path, overrides)
     validate_sft(cfg)
     return cfg
-
-
-def _explain(e: OmegaConfBaseException) -> str:
-    """The error with the valid keys of the section when a key is unknown."""
-    key = getattr(e, "full_key", None) or ""
-    msg = str(e).splitlines()[0]
-    if "not in struct" in msg or ("Key '" in msg and "not" in msg):
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        obj: Any = SFTConfig
-        for part in filter(None, parent.split(".")):
-            f = {f.name: f for f in dataclasses.fields(obj)}.get(part)
-            obj = (
-                f.default_factory
-                if f is not None and f.default_factory is not dataclasses.MISSING
-                else SFTConfig
-            )
-        valid = ", ".join(f.name for f in dataclasses.fields(obj))
-        return f"unknown key {key!r}; valid keys under {parent or 'the top level'!r}: {valid}"
-    return f"{key}: {msg}" if key else msg
 
 
 def validate_sft(cfg: SFTConfig) -> None:
