@@ -145,7 +145,9 @@ def test_shared_prompt_forward_equals_plain(arch):
 def test_shared_prompt_update_equals_plain(tmp_path):
     results = []
     for share in ("true", "false"):
-        tr = make_trainer(tmp_path / share, "train.steps=1", f"train.share_prompt={share}", "algorithm.beta=0.01")
+        tr = make_trainer(
+            tmp_path / share, "train.steps=1", f"train.share_prompt={share}", "algorithm.beta=0.01"
+        )
         tr.train()
         results.append(params(tr.model))
     for k, v in results[0].items():

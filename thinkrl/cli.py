@@ -99,13 +99,17 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
 
     from thinkrl.sft import add_sft_arguments, run_sft_cli
 
-    p = sub.add_parser("sft", help="supervised fine-tuning (R1 cold start, distillation): YAML + key=value overrides")
+    p = sub.add_parser(
+        "sft", help="supervised fine-tuning (R1 cold start, distillation): YAML + key=value overrides"
+    )
     add_sft_arguments(p)
     p.set_defaults(func=run_sft_cli)
 
     from thinkrl.sampling import add_sample_arguments, run_sample_cli
 
-    p = sub.add_parser("sample", help="k samples per prompt, graded and filtered (rejection sampling) into SFT data")
+    p = sub.add_parser(
+        "sample", help="k samples per prompt, graded and filtered (rejection sampling) into SFT data"
+    )
     add_sample_arguments(p)
     p.set_defaults(func=run_sample_cli)
 
