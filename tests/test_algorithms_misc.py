@@ -175,3 +175,9 @@ def test_docstring_examples_run(module):
     mod = getattr(__import__("thinkrl.algorithms", fromlist=[module]), module)
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_entropy_temperature_is_applied_per_chunk():
+    logits = torch.randn(5, 3, 7)
+    expected = entropy_from_logits(logits / 0.7)
+    torch.testing.assert_close(entropy_from_logits(logits, temperature=0.7, chunk_size=2), expected)

@@ -7,17 +7,20 @@ import torch
 from ._chunks import rows_per_chunk
 
 
-def _entropy_chunk(logits: torch.Tensor) -> torch.Tensor:
+def _entropy_chunk(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """(n, T, V) -> (n, T) float32: H = logsumexp(z) - sum_v softmax(z)_v z_v, which needs no log(0)."""
-    z = logits.float()
+    z = logits.float() if temperature == 1.0 else logits.float() / temperature
     p = torch.softmax(z, dim=-1)
     # a -inf logit (a vocabulary mask) has p = 0 and contributes 0, not 0 * -inf = NaN
     pz = torch.where(p > 0, p * z, torch.zeros_like(z))
     return torch.logsumexp(z, dim=-1) - pz.sum(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
-    """Entropy (N, T) float32 of softmax(logits) for logits (N, T, V), computed ``chunk_size`` rows at a time.
+def entropy_from_logits(
+    logits: torch.Tensor, *, chunk_size: int | None = None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Entropy (N, T) float32 of softmax(logits / temperature) for logits (N, T, V), ``chunk_size`` rows at a
+    time (the temperature is applied per chunk, so no second full-size copy of the logits is made).
 
     Differentiable (for an entropy bonus). Default chunk: as many rows as fit 256 MiB of float32.
 
@@ -29,5 +32,5 @@ def entropy_from_logits(logits: torch.Tensor, *, chunk_size: int | None = None) 
     n, t, v = logits.shape
     step = rows_per_chunk(n, t * v, chunk_size)
     if n <= step:
-        return _entropy_chunk(logits)
-    return torch.cat([_entropy_chunk(logits[i : i + step]) for i in range(0, n, step)], dim=0)
+        return _entropy_chunk(logits, temperature)
+    return torch.cat([_entropy_chunk(logits[i : i + step], temperature) for i in range(0, n, step)], dim=0)

@@ -118,7 +118,7 @@ def forward_logprobs(
     entropy = None
     if with_entropy or entropy_grad:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = entropy_from_logits(logits.float() / temperature)
+            entropy = entropy_from_logits(logits, temperature=temperature)
     return logp, entropy
 
 
