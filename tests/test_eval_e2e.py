@@ -12,47 +12,19 @@ import json
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from thinkrl.eval.benchmarks import default_data_dir
 from thinkrl.eval.runner import SAMPLES_FILE, SUMMARY_FILE, add_eval_arguments, evaluate, run_eval_cli
+from thinkrl.testing import char_tokenizer, tiny_model
 
 BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "amc23", "countdown"]
 
 
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per printable ASCII character (+ newline, tab); anything else is <unk>."""
-    chars = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{c: i + 4 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-    )
+PRINTABLE = "".join(chr(i) for i in range(32, 127)) + "\n\t"
 
 
-def tiny_llama(vocab_size: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(cfg).eval()
+def tiny_llama(vocab_size: int) -> torch.nn.Module:
+    return tiny_model("llama", vocab_size, max_positions=8192).eval()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +32,7 @@ def tiny():
     # One thread: on a shared 2-core box, two threads per tiny matmul spend their time waiting on each other.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    tok = char_tokenizer()
+    tok = char_tokenizer(PRINTABLE)
     yield tiny_llama(len(tok)), tok
     torch.set_num_threads(threads)
 

@@ -38,7 +38,14 @@ def char_tokenizer(chars: str = DEFAULT_CHARS, extra_tokens: tuple[str, ...] = (
 
 
 def tiny_model(
-    arch: str, vocab_size: int, *, hidden: int = 32, layers: int = 2, heads: int = 4, seed: int = 0
+    arch: str,
+    vocab_size: int,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+    max_positions: int = 2048,
 ) -> torch.nn.Module:
     """A small ``llama``, ``qwen2`` or ``gpt2`` causal LM with ids pad=0, eos=1, bos=2."""
     from transformers import (
@@ -58,7 +65,8 @@ def tiny_model(
         )
     common = dict(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), tie_word_embeddings=True, **ids,
+        num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), tie_word_embeddings=True, max_position_embeddings=max_positions,
+        **ids,
     )  # fmt: skip
     if arch == "llama":
         return LlamaForCausalLM(LlamaConfig(**common))
