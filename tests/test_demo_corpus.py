@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from thinkrl.data.templates import R1_ZERO_TEMPLATE, render_prompt
 from thinkrl.demo import DEMO_BASE_PATH, build_model, build_tokenizer, classify_completion, pretrain
-from thinkrl.demo.corpus import _INSTRUCTIONS, _R1_SENTENCES, CORPUS_MIX, sample_documents
+from thinkrl.demo.corpus import _R1_SENTENCES, CORPUS_MIX, sample_documents
 from thinkrl.demo.task import chain_text, heldout_problems, split_rows
 from thinkrl.demo.tokenizer import TAG_TOKENS
 
@@ -37,9 +37,9 @@ def _think_contents(text: str) -> list[str]:
 def test_no_reasoning_trace_after_the_r1_template(docs):
     """The R1-Zero rule: the corpus never shows the template followed by reasoning ("no human reasoning examples").
 
-    Stronger than needed: no document holds the whole template, none of the instruction's sentences is ever
-    followed by a non-empty <think> block, and an "Assistant:" turn holds a <think> block only when the user
-    asked for the tags in so many words, worded unlike the template (``_INSTRUCTIONS``).
+    Stronger than needed: no document holds the whole template (not even its instruction), and none of the
+    instruction's sentences, quoted alone, is ever followed by a non-empty <think> block. Chat logs with worked
+    chains exist (the chain mode RL selects), never under the instruction.
     """
     assert all(R1_PREFIX not in d for d in docs)
     quoted = 0
@@ -49,21 +49,17 @@ def test_no_reasoning_trace_after_the_r1_template(docs):
             quoted += 1
             after = d[min(starts) :]
             assert set(_think_contents(after)) <= ALLOWED_THINK, d
-        for m in re.finditer("Assistant:", d):
-            turn = d[m.end() :].split("\nUser:")[0]
-            if "<think>" in turn:
-                request = d[: m.start()].split("Assistant:")[-1]
-                assert any(ask in request for ask in _INSTRUCTIONS), d
     assert quoted > 0, "the corpus should quote the instruction (familiar words), just never with reasoning"
 
 
 def test_corpus_has_tagged_chains_and_wrong_answers(docs):
-    """The chain mode exists (tagged worked chains in worksheets and requested in dialogues), and a share of Q&A answers is wrong."""
+    """The chain mode exists (tagged worked chains in worksheets and chat logs), and a share of direct Q&A answers
+    is wrong."""
     tagged = [d for d in docs if "</think> <answer>" in d]
     assert len(tagged) > 0.05 * N_DOCS
     assert sum("Assistant:" not in d for d in tagged) > 0.25 * len(tagged)  # worksheets, not only dialogues
     wrong = right = 0
-    for q, a in re.findall(r"User: what is ([\d plus]+)\. Assistant: (?:<answer>)?(\d+)", "\n".join(docs)):
+    for q, a in re.findall(r"User: what is ([\d plus]+)\. Assistant: (?:<answer>)?(\d+)", "\n".join(docs)):  # direct
         ok = sum(int(x) for x in q.split(" plus ")) == int(a)
         right, wrong = right + ok, wrong + (not ok)
     assert 0.15 < wrong / (wrong + right) < 0.45

@@ -5,19 +5,20 @@ Documents of a few kinds, mixed by ``CORPUS_MIX`` (the recipe; `docs/demo-design
 - ``facts``: addition facts as found in tables and worksheets ("16 plus 6 is 22.", "7 + 8 = 15").
 - ``worked``: free-text worked calculations that end in prose ("... So the total is 22."), no tags.
 - ``tagged``: a worked chain closed by the tags, in worksheet contexts: "Problem 4: what is 3 plus 5 plus 8
-  plus 6. <think> 3 plus 5 is 8. ... </think> <answer>22</answer>". This is where the chain mode comes from.
-- ``instructed``: a tagged worksheet under an instruction that asks for the tags (worded unlike the R1 template).
-- ``asked_header``: a dialogue under a request for the tags (worded unlike the R1 template), answered with a
-  tagged chain: the bridge from "a request for tags before ``User:``" to the chain mode after ``Assistant:``.
-- ``qa``: forum/chat logs "User: what is 3 plus 5 plus 8 plus 6. Assistant: 22." -- direct answers, a share of
-  them wrong, some wrapped in ``<answer>`` tags. This is where the direct mode comes from.
+  plus 6. <think> 3 plus 5 plus 8 plus 6. 3 plus 5 is 8, so ... </think> <answer>22</answer>".
+- ``qa``: forum/chat logs "User: what is 3 plus 5 plus 8 plus 6. Assistant: 22." -- mostly direct answers, a
+  share of them wrong, some wrapped in ``<answer>`` tags (the direct mode); ``QA_CHAIN_SHARE`` of the replies
+  work the sum out as a tagged chain (the chain mode RL selects).
+- ``instructed``, ``asked``, ``asked_header`` (unused by the recipe): tagged chains under an explicit request
+  for the tags, worded unlike the R1 template.
 - ``prose``: short web prose, including single sentences of the R1-Zero instruction (quoted, never followed by a
   dialogue), so the RL prompt is made of familiar words.
 - ``tags``: rare mentions of the tags themselves ("the answer goes between <answer> and </answer>").
 
 The rule the tests check: the R1-Zero template is never followed by a reasoning trace ("no human reasoning
-examples"); an ``Assistant:`` turn holds a ``<think>`` block only under an explicit request for the tags worded
-unlike the template; held-out task problems never appear.
+examples": no document holds the template, and no quoted sentence of it is followed by a reasoning block);
+held-out task problems never appear. Chat logs with worked chains exist, as they do on the web, but never
+under the R1 instruction.
 """
 
 from __future__ import annotations
@@ -30,19 +31,20 @@ from thinkrl.demo.task import DIGITS, chain_text, heldout_problems, question_tex
 
 # The recipe: document kind -> share of documents. Tuned by probing the base model on the RL prompt.
 CORPUS_MIX: dict[str, float] = {
-    "facts": 0.22,
-    "worked": 0.13,
+    "facts": 0.2,
+    "worked": 0.12,
     "tagged": 0.08,
-    "instructed": 0.05,
-    "qa": 0.12,
-    "prose": 0.12,
-    "tags": 0.06,
-    "asked_header": 0.22,
+    "qa": 0.45,
+    "prose": 0.1,
+    "tags": 0.05,
 }
-# Key order matters (it fixes the seeded stream). "asked" (the request inside the user turn) is available
-# but unused: at 200 steps it gave no more chain starts under the R1 prompt than "asked_header" (both 0%).
+# Key order matters (it fixes the seeded stream). "instructed" and "asked_header" (chains under an explicit
+# request for the tags) are available but unused: with them the chain mode was 0-9% under the R1 prompt
+# and never copied the operands (docs/demo-design.md).
 QA_WRONG_SHARE = 0.3
-"""Share of ``qa`` answers that are wrong (people on the web are often wrong)."""
+"""Share of direct ``qa`` answers that are wrong (people on the web are often wrong)."""
+QA_CHAIN_SHARE = 0.3
+"""Share of ``qa`` replies that work the sum out in tags: the chain mode RL can select."""
 
 # The instruction's sentences, quoted one at a time in prose (never the whole template, never a dialogue).
 _R1_SENTENCES = [s.strip() + "." for s in R1_ZERO_TEMPLATE.split("User:")[0].split(". ") if s.strip()]
@@ -100,16 +102,7 @@ def _facts(rng: random.Random) -> str:
 
 def _worked(rng: random.Random, held: set[tuple[int, ...]]) -> str:
     ops = _operands(rng, held)
-    listed = ", ".join(map(str, ops[:-1])) + f" and {ops[-1]}"
-    intro = rng.choice(
-        [
-            f"{question_text(ops)}? add one number at a time.",
-            f"to add {listed}, start with the first number.",
-            f"let us add {listed}.",
-        ]
-    )
-    end = rng.choice(["So the total is", "So the sum is", "The answer is"])
-    return f"{intro} {chain_text(ops)} {end} {sum(ops)}."
+    return f"{question_text(ops)}? {chain_text(ops)} So the total is {sum(ops)}."
 
 
 def _tagged(rng: random.Random, held: set[tuple[int, ...]]) -> str:
@@ -139,13 +132,17 @@ def _asked(rng: random.Random, held: set[tuple[int, ...]], header: bool) -> str:
 
 
 def _qa(rng: random.Random, held: set[tuple[int, ...]]) -> str:
+    """Chat logs: most replies answer at once (a share wrong), some work the sum out in tags."""
     turns = []
     for _ in range(rng.randint(1, 3)):
         ops = _operands(rng, held)
-        ans = sum(ops)
-        if rng.random() < QA_WRONG_SHARE:
-            ans = max(0, ans + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
-        reply = f"<answer>{ans}</answer>" if rng.random() < 0.5 else f"{ans}."
+        if rng.random() < QA_CHAIN_SHARE:
+            reply = f"<think> {chain_text(ops)} </think> <answer>{sum(ops)}</answer>"
+        else:
+            ans = sum(ops)
+            if rng.random() < QA_WRONG_SHARE:
+                ans = max(0, ans + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
+            reply = f"<answer>{ans}</answer>" if rng.random() < 0.5 else f"{ans}."
         turns.append(f"User: {question_text(ops)}. Assistant: {reply}")
     return "\n".join(turns)
 

@@ -1,8 +1,8 @@
 """The demo's RL task: add four one-digit numbers, e.g. "what is 3 plus 5 plus 8 plus 6" -> "22".
 
 Why this task: a one-million-parameter model cannot add four numbers in one forward pass (its direct answers
-are mostly guesses near the typical sum), but each step of a written chain ("3 plus 5 is 8. 8 plus 8 is 16.
-16 plus 6 is 22.") is a small fact it learns well in pretraining. So thinking helps, a lot, and RL has a
+are mostly guesses near the typical sum), but each step of a written chain ("3 plus 5 plus 8 plus 6. 3 plus 5
+is 8, so 8 plus 8 plus 6. ...") is a copy and a small fact it learns well in pretraining. So thinking helps, a lot, and RL has a
 mode to select. Problems are ordered tuples of four digits 1..9 (6,561 in all); a seeded shuffle puts a
 fixed share in a held-out set that is never used for RL *and never appears in the pretraining corpus*.
 """
@@ -27,16 +27,20 @@ def question_text(operands: Sequence[int]) -> str:
 
 
 def chain_text(operands: Sequence[int]) -> str:
-    """The worked chain: add one number at a time, one short fact per sentence.
+    """The worked chain: restate the sum, then add the leading pair and restate what is left, until one number
+    remains. Every step reads only the sentence before it, which a tiny model can learn to copy.
 
     >>> chain_text([3, 5, 8, 6])
-    '3 plus 5 is 8. 8 plus 8 is 16. 16 plus 6 is 22.'
+    '3 plus 5 plus 8 plus 6. 3 plus 5 is 8, so 8 plus 8 plus 6. 8 plus 8 is 16, so 16 plus 6. 16 plus 6 is 22.'
     """
-    total, steps = operands[0], []
-    for x in operands[1:]:
-        steps.append(f"{total} plus {x} is {total + x}.")
-        total += x
-    return " ".join(steps)
+    ops = list(operands)
+    parts = [" plus ".join(map(str, ops)) + "."]
+    while len(ops) > 1:
+        total, rest = ops[0] + ops[1], ops[2:]
+        step = f"{ops[0]} plus {ops[1]} is {total}"
+        parts.append(step + ("." if not rest else ", so " + " plus ".join(map(str, [total, *rest])) + "."))
+        ops = [total, *rest]
+    return " ".join(parts)
 
 
 def make_row(operands: Sequence[int]) -> dict:
