@@ -70,7 +70,7 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = out_dir / (key.replace("/", "_").replace("@", "at") + ".png")
+        path = out_dir / (key.replace("/", "_").replace("@", "_at_") + ".png")
         fig.savefig(path)
         plt.close(fig)
         paths[key] = path
