@@ -91,7 +91,7 @@ def sample_completions(
     template: str = "r1",
     temperature: float = 0.6,
     top_p: float = 0.95,
-    max_new_tokens: int = 72,
+    max_new_tokens: int = 140,
     batch_size: int = 64,
     seed: int = 0,
 ) -> list[list[str]]:
