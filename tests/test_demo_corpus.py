@@ -59,7 +59,9 @@ def test_corpus_has_tagged_chains_and_wrong_answers(docs):
     assert len(tagged) > 0.05 * N_DOCS
     assert sum("Assistant:" not in d for d in tagged) > 0.25 * len(tagged)  # worksheets, not only dialogues
     wrong = right = 0
-    for q, a in re.findall(r"User: what is ([\d plus]+)\. Assistant: (?:<answer>)?(\d+)", "\n".join(docs)):  # direct
+    for q, a in re.findall(
+        r"User: what is ([\d plus]+)\. Assistant: (?:<answer>)?(\d+)", "\n".join(docs)
+    ):  # direct
         ok = sum(int(x) for x in q.split(" plus ")) == int(a)
         right, wrong = right + ok, wrong + (not ok)
     assert 0.15 < wrong / (wrong + right) < 0.45

@@ -51,7 +51,9 @@ def add_demo_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo-base", help="output folder (HF format)")
     p.add_argument("--seed", type=int, default=0, help="seed (0 reproduces the shipped checkpoint)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped recipe's)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 reproduces the shipped weights bit for bit)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 reproduces the shipped weights bit for bit)"
+    )
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser(
