@@ -312,6 +312,19 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_train_fields(t: Any) -> None:
+    """The optimizer, schedule, checkpoint and device fields that the RL and SFT ``train`` sections share."""
+    _check(t.lr > 0, f"train.lr={t.lr} must be > 0")
+    _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
+    _check(
+        t.lr_schedule in ("constant", "cosine"),
+        f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine",
+    )
+    _check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
+    _check(t.keep_last >= 1, "train.keep_last must be >= 1")
+    _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
+
+
 def validate(cfg: Config) -> None:
     """Reject bad values and bad combinations at start, with a message naming the field and the fix."""
     from thinkrl.algorithms import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
@@ -357,15 +370,7 @@ def validate(cfg: Config) -> None:
     _check(a.tis_cap is None or a.tis_cap > 0, "algorithm.tis_cap must be > 0 or null")
     _check(a.ref_refresh_steps >= 0, "algorithm.ref_refresh_steps must be >= 0")
     _check(t.steps >= 0, "train.steps must be >= 0")
-    _check(t.lr > 0, f"train.lr={t.lr} must be > 0")
-    _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
-    _check(
-        t.lr_schedule in ("constant", "cosine"),
-        f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine",
-    )
-    _check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
-    _check(t.keep_last >= 1, "train.keep_last must be >= 1")
-    _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
+    check_train_fields(t)
     m = cfg.model
     _check(m.lora_r >= 0, f"model.lora_r={m.lora_r} must be >= 0 (0 disables LoRA)")
     _check(0 <= m.lora_dropout < 1, f"model.lora_dropout={m.lora_dropout} must be in [0, 1)")

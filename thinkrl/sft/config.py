@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrl.config import ConfigError, LogConfig, ModelConfig, _check, load_structured
+from thinkrl.config import ConfigError, LogConfig, ModelConfig, _check, check_train_fields, load_structured
 
 BATCHING = ("packed", "grouped", "padded")
 DATA_FORMATS = ("auto", "prompt_response", "messages")
@@ -131,20 +131,12 @@ def validate_sft(cfg: SFTConfig) -> None:
             ) from None
     _check(t.batching in BATCHING, f"train.batching={t.batching!r}; valid: {', '.join(BATCHING)}")
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    check_train_fields(t)
     _check(t.max_steps >= 0, "train.max_steps must be >= 0 (0 = run train.epochs full passes)")
-    _check(t.lr > 0, f"train.lr={t.lr} must be > 0")
     _check(t.max_seq_len >= 2, f"train.max_seq_len={t.max_seq_len} must be >= 2")
-    _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
     _check(t.grad_accum_steps >= 1, "train.grad_accum_steps must be >= 1")
-    _check(
-        t.lr_schedule in ("constant", "cosine"),
-        f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine",
-    )
-    _check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.95]")
-    _check(t.keep_last >= 1, "train.keep_last must be >= 1")
     _check(t.save_every >= 0 and t.eval_every >= 0, "train.save_every and train.eval_every must be >= 0")
     _check(t.log_every >= 1, "train.log_every must be >= 1")
-    _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
     _check(
         getattr(cfg.model, "lora_r", 0) == 0,
         "model.lora_r > 0: thinkrl sft trains every weight and does not build LoRA adapters yet; set model.lora_r=0",
