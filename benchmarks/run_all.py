@@ -4,7 +4,7 @@
 
 1. ``bench_trl.py --quick``: thinkrl vs TRL's GRPOTrainer (4M params, 64-token completions); creates
    ``.venv-trl`` with ``setup_trl.sh`` first when it is missing.
-2. ``bench_generate.py`` and ``bench_rewards.py``, when present.
+2. ``bench_generate.py``, ``bench_rewards.py`` and ``bench_lora_memory.py`` (~25 s of CPU), when present.
 
 Exit status: 0 when every benchmark that ran succeeded, else 1.
 """
@@ -39,7 +39,7 @@ def main() -> int:
     if not (ROOT / ".venv-trl" / "bin" / "python").exists():
         failures += run(["bash", str(HERE / "setup_trl.sh")]) != 0
     failures += run([python, str(HERE / "bench_trl.py"), "--quick"]) != 0
-    for name in ("bench_generate.py", "bench_rewards.py"):
+    for name in ("bench_generate.py", "bench_rewards.py", "bench_lora_memory.py"):
         if (HERE / name).exists():
             failures += run([python, str(HERE / name)]) != 0
     return 1 if failures else 0

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands whose modules register their own arguments (eval, sft, sample, demo, report, pretrain)."""
+    """Commands whose modules register their own arguments (eval, sft, sample, pipeline, distill, demo, ...)."""
     from thinkrl.eval.runner import add_eval_arguments, run_eval_cli
 
     p = sub.add_parser(
@@ -112,6 +112,22 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_sample_arguments(p)
     p.set_defaults(func=run_sample_cli)
+
+    from thinkrl.pipeline import (
+        add_distill_arguments,
+        add_pipeline_arguments,
+        run_distill_cli,
+        run_pipeline_cli,
+    )
+
+    p = sub.add_parser(
+        "pipeline", help="multi-stage run (sft, rl, sample, eval stages): resumable, finished stages skipped"
+    )
+    add_pipeline_arguments(p)
+    p.set_defaults(func=run_pipeline_cli)
+    p = sub.add_parser("distill", help="teacher samples -> student SFT (-> eval), as one resumable command")
+    add_distill_arguments(p)
+    p.set_defaults(func=run_distill_cli)
 
     from thinkrl.demo.cli import add_demo_commands
 

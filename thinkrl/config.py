@@ -76,7 +76,9 @@ class DataConfig:
 @dataclass
 class RolloutConfig:
     engine: str = "builtin"
-    """Generation engine: ``builtin`` (transformers model, KV cache; CPU or GPU). ``vllm`` is planned."""
+    """Generation engine: ``builtin`` (transformers model, KV cache; CPU or GPU) or ``vllm`` (vLLM in the
+    training process, weights pushed after every optimizer step; needs vLLM: ``make test-vllm`` /
+    ``scripts/setup_vllm.sh`` builds ``.venv-vllm``, see docs/scaling.md for which engine to pick)."""
     group_size: int = 16
     """G, completions per prompt (R1: 16)."""
     prompts_per_step: int = 32
@@ -93,14 +95,35 @@ class RolloutConfig:
     """Stop a completion right after any of these (saves compute after the answer closes)."""
     max_batch_size: int | None = None
     """Most prompts the engine decodes at once; None = all prompts of the step."""
+    vllm_dtype: str = "auto"
+    """vLLM only: weight dtype inside vLLM (float32, bfloat16, float16); ``auto`` = the policy's dtype, so the
+    sampler's log-probs match the trainer's up to kernel differences."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """vLLM on GPU only: fraction of GPU memory vLLM may take (weights + KV cache); the rest is the trainer's."""
+    vllm_kv_cache_gib: float = 1.0
+    """vLLM on CPU only: KV-cache size in GiB (vLLM's ``VLLM_CPU_KVCACHE_SPACE``); bounds the tokens in flight."""
+    vllm_enforce_eager: bool = True
+    """vLLM only: skip torch.compile / CUDA graphs. Starts in seconds instead of minutes; False decodes faster
+    on GPU for long runs."""
+    vllm_max_model_len: int | None = None
+    """vLLM only: longest prompt + completion it accepts; None = the model's ``max_position_embeddings``."""
+    vllm_sleep: bool = True
+    """vLLM on GPU only: sleep mode, which frees vLLM's weights and KV cache while the trainer updates
+    and wakes it before the weight push (no effect on CPU, where vLLM has no sleep mode)."""
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)
+    """vLLM only: extra keyword arguments for ``vllm.LLM`` (e.g. ``{max_num_seqs: 256}``); they override ours."""
 
 
 @dataclass
 class RewardSpec:
     name: str = "accuracy"
-    """A name from ``thinkrl.rewards.REWARDS`` (e.g. accuracy, format, countdown, code, language_consistency)."""
+    """A name from ``thinkrl.rewards.REWARDS`` (e.g. accuracy, format, countdown, code, language_consistency)
+    or ``thinkrl.rewards.REWARD_FACTORIES`` (``reward_model``)."""
     weight: float = 1.0
     """Weight of this reward in the sum that forms each completion's reward."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Arguments of a reward that is built, e.g. ``{path: /models/rm, score_on: answer}`` for ``reward_model``
+    (docs/rewards.md lists them); plain rewards take none and reject any."""
 
 
 @dataclass
@@ -166,7 +189,19 @@ class TrainConfig:
     share_prompt: bool = True
     """Run each prompt forward once per micro-batch and reuse its KV cache for all its completions in the
     training, old and reference passes: the same values and gradients, far fewer FLOPs when prompts are long
-    (G completions share one prompt). Off automatically with gradient checkpointing."""
+    (G completions share one prompt). Off automatically with gradient checkpointing: transformers drops the
+    KV cache inside checkpointed layers (a backward replay would write it a second time)."""
+    fused_lm_head: bool = True
+    """Compute log-probs and entropy from the last hidden states through the LM head in tiles of positions,
+    recomputing each tile's logits in the backward, so no (N, T, V) logits tensor (nor its gradient) exists:
+    the same values and gradients, far less memory at large vocabularies (TRL 1.16 does the same). Models whose
+    logits are not exactly ``lm_head(hidden)`` (softcapping, logit scaling, LoRA on the head, FSDP) are
+    detected once and use their own logits."""
+    autocast: str = "none"
+    """``none`` or ``bf16``: run the training and reference forwards under ``torch.autocast`` in bfloat16, with
+    float32 weights, gradients and AdamW state (mixed precision, as TRL's ``bf16=True``). For GPUs with bf16;
+    allowed on CPU but slower there unless the CPU has native bf16 (AVX512-BF16/AMX). Generation keeps
+    ``model.dtype``."""
     micro_batch_size: int = 8
     """Completions per forward/backward; gradients accumulate to the minibatch. Memory knob only: the update
     does not depend on it."""
@@ -184,6 +219,12 @@ class TrainConfig:
     """``auto`` (cuda if present, else cpu), ``cpu`` or ``cuda``."""
     num_threads: int | None = None
     """torch intra-op threads on CPU; None keeps torch's default."""
+    fsdp: bool = False
+    """Shard parameters, gradients and AdamW state over the ``torchrun`` ranks (FSDP2, one unit per decoder
+    layer) for models whose training state does not fit one device; same update as data parallelism. Needs
+    more than one process, full fine-tuning (model.lora_r=0) and the builtin engine, which all-gathers the
+    whole model while it generates. Checkpoints add ``sharded/`` (DCP) beside the plain HF folder.
+    docs/scaling.md."""
 
 
 @dataclass
@@ -345,7 +386,22 @@ def validate(cfg: Config) -> None:
     _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
     _check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0 (0 disables)")
     _check(r.max_new_tokens >= 1, f"rollout.max_new_tokens={r.max_new_tokens} must be >= 1")
+    _check(t.autocast in ("none", "bf16"), f"train.autocast={t.autocast!r}; valid: none, bf16")
     _check(r.engine in ("builtin", "vllm"), f"rollout.engine={r.engine!r}; valid: builtin, vllm")
+    _check(
+        0 < r.vllm_gpu_memory_utilization <= 1,
+        f"rollout.vllm_gpu_memory_utilization={r.vllm_gpu_memory_utilization} must be in (0, 1]",
+    )
+    _check(r.vllm_kv_cache_gib > 0, f"rollout.vllm_kv_cache_gib={r.vllm_kv_cache_gib} must be > 0")
+    _check(
+        r.vllm_dtype in ("auto", "float32", "bfloat16", "float16"),
+        f"rollout.vllm_dtype={r.vllm_dtype!r}; valid: auto, float32, bfloat16, float16",
+    )
+    _check(
+        r.vllm_max_model_len is None or r.vllm_max_model_len > r.max_new_tokens,
+        f"rollout.vllm_max_model_len={r.vllm_max_model_len} must exceed rollout.max_new_tokens="
+        f"{r.max_new_tokens} (it holds prompt + completion); raise it or set null",
+    )
     for name, registry, field_name in (
         (a.advantage, ADVANTAGES, "algorithm.advantage"),
         (a.loss, POLICY_LOSSES, "algorithm.loss"),
@@ -380,6 +436,17 @@ def validate(cfg: Config) -> None:
         "is the base model with adapters disabled and cannot be refreshed; set algorithm.ref_refresh_steps=0",
     )
     _check(
+        not t.fsdp or m.lora_r == 0,
+        f"train.fsdp=true with model.lora_r={m.lora_r}: FSDP is not supported with LoRA (the frozen base "
+        "and the adapters would share FSDP units); set model.lora_r=0, or train.fsdp=false to replicate "
+        "the base and train the adapters data-parallel",
+    )
+    _check(
+        not t.fsdp or r.engine == "builtin",
+        f"train.fsdp=true with rollout.engine={r.engine!r}: only the builtin engine samples from sharded "
+        "weights; set rollout.engine=builtin or train.fsdp=false",
+    )
+    _check(
         cfg.model.dtype in ("float32", "bfloat16", "float16"),
         f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16",
     )
@@ -389,6 +456,13 @@ def validate(cfg: Config) -> None:
         len(cfg.rewards) >= 1,
         "rewards is empty; list at least one, e.g. rewards=[{name: accuracy, weight: 1.0}]",
     )
+    from thinkrl.rewards import check_reward_kwargs  # no torch: cheap at validation time
+
+    for i, spec in enumerate(cfg.rewards):
+        try:
+            check_reward_kwargs(spec.name, spec.kwargs)
+        except ValueError as e:
+            raise ConfigError(f"rewards[{i}]: {e}") from None
     try:
         check_template(cfg.data.template)
     except ValueError as e:

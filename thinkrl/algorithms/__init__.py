@@ -25,6 +25,7 @@ from .aggregation import (
 )
 from .entropy import entropy_from_logits
 from .kl import KL_ESTIMATORS, get_kl_estimator, kl_k1, kl_k2, kl_k3, kl_penalty
+from .lm_head import lm_head_logprobs
 from .logprobs import token_logprobs
 from .losses import (
     POLICY_LOSSES,
@@ -57,6 +58,7 @@ __all__ = [
     "kl_k2",
     "kl_k3",
     "kl_penalty",
+    "lm_head_logprobs",
     "policy_loss",
     "ppo_clip_loss",
     "reinforce_loss",

@@ -16,7 +16,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from thinkrl.demo.pretrain import PRETRAIN_STEPS, pretrain
 
-    path = pretrain(args.out, seed=args.seed, steps=args.steps or PRETRAIN_STEPS, threads=args.threads)
+    sizes = {"hidden_size": args.hidden, "intermediate_size": args.ffn, "num_hidden_layers": args.layers,
+             "num_attention_heads": args.heads, "num_key_value_heads": args.heads}  # fmt: skip
+    overrides = {k: v for k, v in sizes.items() if v is not None}
+    path = pretrain(args.out, seed=args.seed, steps=args.steps or PRETRAIN_STEPS, threads=args.threads,
+                    model_overrides=overrides or None)  # fmt: skip
     print(f"base model written to {path}")
     return 0
 
@@ -54,6 +58,11 @@ def add_demo_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 reproduces the shipped weights bit for bit)"
     )
+    size = p.add_argument_group("size (default: the demo 1M model: 128 / 512 / 4 layers / 4 heads)")
+    size.add_argument("--hidden", type=int, default=None, help="hidden size, e.g. 64 for a smaller student")
+    size.add_argument("--ffn", type=int, default=None, help="FFN (intermediate) size, e.g. 256")
+    size.add_argument("--layers", type=int, default=None, help="transformer layers")
+    size.add_argument("--heads", type=int, default=None, help="attention heads (hidden must divide by it)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser(

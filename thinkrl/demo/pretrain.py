@@ -56,11 +56,14 @@ def pretrain(
     save_every: int = 0,
     mix: dict[str, float] | None = None,
     threads: int | None = None,
+    model_overrides: dict | None = None,
 ) -> Path:
     """Pretrain from scratch and save model + tokenizer (safetensors) to ``out_dir``; returns the path.
 
     ``save_every`` > 0 also saves ``out_dir/step-N`` snapshots (to probe how modes form); ``mix`` replaces
     the corpus recipe ``CORPUS_MIX`` (then the result is not the shipped checkpoint).
+    ``model_overrides`` replace fields of the demo architecture (:func:`~thinkrl.demo.model.tiny_llama_config`,
+    e.g. ``{"hidden_size": 64}`` for a smaller student of the distillation example).
     ``threads`` sets ``torch.set_num_threads`` (results are bit-identical only for the same count).
     ``minutes`` stops early when the wall clock runs out (then the result depends on machine speed, so the
     shipped checkpoint uses a step count only). A ``pretrain_info.json`` records the recipe and the losses.
@@ -78,7 +81,7 @@ def pretrain(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, seed=seed)
+    model = build_model(tokenizer, seed=seed, **(model_overrides or {}))
     model.train()
     # Weight decay on matrices only, as in nanoGPT; norms and (tied) embeddings decay would hurt a tiny model.
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -136,6 +139,8 @@ def pretrain(
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "seconds": round(time.time() - t0, 1),
         "torch_threads": torch.get_num_threads(),
+        "model_overrides": model_overrides or {},
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
     (out / "pretrain_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return out

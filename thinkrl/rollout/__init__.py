@@ -1,6 +1,48 @@
 """Generation engines behind one interface: ``RolloutEngine.generate(prompt_ids, SamplingParams) -> Rollout``."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from thinkrl.rollout.base import Rollout, RolloutEngine, SamplingParams
 from thinkrl.rollout.hf import HFEngine
 
-__all__ = ["HFEngine", "Rollout", "RolloutEngine", "SamplingParams"]
+if TYPE_CHECKING:
+    import torch
+
+    from thinkrl.config import Config
+
+__all__ = ["HFEngine", "Rollout", "RolloutEngine", "SamplingParams", "build_engine"]
+
+
+def build_engine(cfg: Config, model: torch.nn.Module, tokenizer: Any) -> RolloutEngine:
+    """The engine ``cfg.rollout.engine`` names, sampling from ``model`` (the trainer's policy).
+
+    ``builtin``: ``HFEngine`` over the transformers model itself (a PEFT wrapper's adapters stay active).
+    ``vllm``: ``VLLMEngine``, which copies the weights in now and on every ``sync_weights()``; it raises an
+    ImportError naming ``scripts/setup_vllm.sh`` when vLLM is not installed.
+    """
+    from thinkrl.train.lora import base_model
+
+    r, seed = cfg.rollout, cfg.train.seed
+    if r.engine == "builtin":
+        return HFEngine(base_model(model), tokenizer, max_batch_size=r.max_batch_size, seed=seed)
+    if r.engine == "vllm":
+        from thinkrl.rollout.vllm import VLLMEngine
+
+        extra = dict(r.vllm_kwargs)
+        if r.max_batch_size is not None:  # rows decoded at once, as for the built-in engine
+            extra.setdefault("max_num_seqs", r.max_batch_size)
+        return VLLMEngine(
+            model,
+            tokenizer,
+            seed=seed,
+            dtype=r.vllm_dtype,
+            max_model_len=r.vllm_max_model_len,
+            kv_cache_gib=r.vllm_kv_cache_gib,
+            gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+            enforce_eager=r.vllm_enforce_eager,
+            sleep=r.vllm_sleep,
+            vllm_kwargs=extra,
+        )
+    raise ValueError(f"rollout.engine={r.engine!r}; valid: builtin, vllm")

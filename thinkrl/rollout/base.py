@@ -7,7 +7,7 @@ the token ids, the sampler's log-probabilities, a mask and why it stopped. The t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -132,3 +132,39 @@ def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         finish_reasons=[r for p in parts for r in p.finish_reasons],
         texts=[s for p in parts for s in p.texts],
     )
+
+
+def _as_ids(value: int | list[int] | None) -> set[int]:
+    """A token id, a list of them or None, as a set."""
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, list | tuple) else {int(value)}
+
+
+def stop_and_pad_ids(tokenizer: Any, model: Any) -> tuple[set[int], int]:
+    """The ids that end a completion and the pad id, shared by every engine.
+
+    The tokenizer's EOS and the model's generation EOS (chat models often have several) all stop; the pad id
+    is the tokenizer's, else the smallest EOS id.
+    """
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = _as_ids(tokenizer.eos_token_id) | _as_ids(getattr(gen_cfg, "eos_token_id", None))
+    if not eos:
+        raise ValueError("the tokenizer has no eos_token_id; set one so completions can stop")
+    return eos, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+
+
+def check_params(params: SamplingParams, prompt_ids: list[list[int]]) -> None:
+    """Reject settings the engine cannot honour, with the fix in the message."""
+    if params.n < 1:
+        raise ValueError(f"SamplingParams.n must be >= 1, got {params.n}")
+    if params.temperature < 0:
+        raise ValueError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {params.top_p}; use 1.0 to disable")
+    if params.top_k < 0:
+        raise ValueError(f"SamplingParams.top_k must be >= 0, got {params.top_k}; use 0 to disable")
+    if params.max_new_tokens < 1:
+        raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (prepend the BOS token to empty prompts)")

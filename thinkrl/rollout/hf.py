@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from thinkrl.rollout.base import Rollout, SamplingParams
+from thinkrl.rollout.base import Rollout, SamplingParams, check_params, stop_and_pad_ids
 from thinkrl.rollout.sampling import sample_tokens, step_uniforms
 
 DROP_FRACTION = 0.125
@@ -62,13 +62,7 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self._generator = torch.Generator().manual_seed(seed)
-        # The tokenizer's EOS and the model's generation EOS (chat models often have several) all stop.
-        gen_cfg = getattr(model, "generation_config", None)
-        eos = _as_ids(tokenizer.eos_token_id) | _as_ids(getattr(gen_cfg, "eos_token_id", None))
-        if not eos:
-            raise ValueError("the tokenizer has no eos_token_id; set one so completions can stop")
-        self.eos_ids: set[int] = eos
-        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+        self.eos_ids, self.pad_id = stop_and_pad_ids(tokenizer, model)
         # transformers 5.x renamed past_key_values -> cache; ask the signature instead of the version.
         fwd = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in fwd else "past_key_values"
@@ -87,7 +81,7 @@ class HFEngine:
         Returns:
             A ``Rollout`` with N = P * n rows ordered by prompt; tensors live on the model's device.
         """
-        _check_params(params, prompt_ids)
+        check_params(params, prompt_ids)
         n, num_rows = params.n, len(prompt_ids) * params.n
         seed = params.seed
         if seed is None:  # advance the engine's generator so successive calls differ
@@ -347,26 +341,3 @@ if _DynamicLayer is not None:
             if self._k is not None:
                 self._move(self._k.shape[-2], rows=indices)
                 self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
-
-
-def _as_ids(value: int | list[int] | None) -> set[int]:
-    """A token id, a list of them or None, as a set."""
-    if value is None:
-        return set()
-    return {int(v) for v in value} if isinstance(value, list | tuple) else {int(value)}
-
-
-def _check_params(params: SamplingParams, prompt_ids: list[list[int]]) -> None:
-    """Reject settings the engine cannot honour, with the fix in the message."""
-    if params.n < 1:
-        raise ValueError(f"SamplingParams.n must be >= 1, got {params.n}")
-    if params.temperature < 0:
-        raise ValueError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {params.top_p}; use 1.0 to disable")
-    if params.top_k < 0:
-        raise ValueError(f"SamplingParams.top_k must be >= 0, got {params.top_k}; use 0 to disable")
-    if params.max_new_tokens < 1:
-        raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {params.max_new_tokens}")
-    if any(len(p) == 0 for p in prompt_ids):
-        raise ValueError("every prompt needs at least one token (prepend the BOS token to empty prompts)")

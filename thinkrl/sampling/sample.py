@@ -66,7 +66,7 @@ class RewardGrader:
         self, rows: Sequence[dict[str, Any]], completions: Sequence[str], prompts: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         prompts = list(prompts) if prompts is not None else [r["question"] for r in rows]
-        keys = sorted({k for r in rows for k in r} - {"question"})
+        keys = sorted({k for r in rows for k in r})  # every data column, question included (prompt_key)
         columns = {k: [r.get(k) for r in rows] for k in keys}
         out = compute_rewards(self.funcs, self.weights, prompts, list(completions), **columns)
         per_fn = {

@@ -2,16 +2,20 @@
 
 A training row is ``[left-padded prompt][right-padded completion]``, so every completion starts at the same
 column ``Lp`` and the logits that predict it are the last ``T + 1`` positions but one: the lm-head is applied
-to those positions only (``logits_to_keep``), never to the prompt.
+to those positions only (``logits_to_keep``), never to the prompt; with the fused head it is applied to their
+hidden states in tiles, so the (N, T, V) logits never exist at once (``thinkrl.algorithms.lm_head``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+import weakref
 from dataclasses import dataclass
 
 import torch
 
-from thinkrl.algorithms import entropy_from_logits, token_logprobs
+from thinkrl.algorithms import entropy_from_logits, lm_head_logprobs, token_logprobs
 from thinkrl.rollout.base import Rollout
 
 
@@ -93,44 +97,131 @@ def forward_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     share_prompt: bool = False,
+    fused_head: bool = False,
+    autocast: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, T) of the completion tokens under ``model`` at ``temperature``, and optionally the entropy
     (N, T), which keeps its graph only when ``entropy_grad`` (an entropy bonus in the loss).
 
     Positions come from the attention mask, so left padding does not shift them. With ``share_prompt``, each
-    distinct prompt of the batch runs forward once and its KV cache is reused by all its completions (the same
-    values and gradients as the plain path, tested; fewer FLOPs whenever a prompt has several completions).
+    distinct prompt of the batch runs forward once and its KV cache is reused by all its completions. With
+    ``fused_head``, the backbone's hidden states go through the LM head in tiles (``lm_head_logprobs``), so
+    no (N, T, V) logits tensor exists; models whose head is not a plain linear layer (see
+    :func:`split_lm_head`) take the logits path. All four paths give the same values and gradients (tested).
+    ``autocast="bf16"`` runs the forward under ``torch.autocast`` in bfloat16 (log-probs still float32).
     """
-    if share_prompt and batch.group_ids is not None:
-        logits = _shared_prompt_logits(model, batch)
-    else:
-        device = next(model.parameters()).device
-        attention_mask = batch.attention_mask.to(device)
-        out = model(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=attention_mask,
-            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
-            logits_to_keep=batch.completion_ids.shape[1] + 1,
-            use_cache=False,
+    parts = split_lm_head(model) if fused_head else None
+    body = model if parts is None else parts[0]
+    with autocast_context(next(model.parameters()).device, autocast):
+        if share_prompt and batch.group_ids is not None:
+            states = _shared_prompt_states(body, batch, logits=parts is None)
+        else:
+            states = _plain_states(body, batch, logits=parts is None)  # (N, T, V) logits or (N, T, D) states
+        return _logprobs_from_states(
+            states, parts, batch, temperature, with_entropy or entropy_grad, entropy_grad
         )
-        logits = out.logits[:, :-1, :]  # (N, T, V): position j predicts completion token j
-    logp = token_logprobs(logits, batch.completion_ids.to(logits.device), temperature)
+
+
+def autocast_context(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` in bfloat16 for ``mode="bf16"`` (warns once on CPU, where it is usually slower),
+    a no-op for ``"none"``."""
+    if mode == "none":
+        return contextlib.nullcontext()
+    if mode != "bf16":
+        raise ValueError(f"autocast={mode!r}; valid: none, bf16")
+    if device.type == "cpu":
+        warnings.warn(
+            "train.autocast=bf16 on CPU: correct but usually slower than float32 unless the CPU has native "
+            "bf16 (AVX512-BF16/AMX); set train.autocast=none on CPU",
+            stacklevel=3,
+        )
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _logprobs_from_states(
+    states: torch.Tensor,
+    parts: tuple[torch.nn.Module, torch.nn.Linear] | None,
+    batch: TrainBatch,
+    temperature: float,
+    want_entropy: bool,
+    entropy_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropy) from (N, T, V) logits (``parts`` None) or (N, T, D) hidden states and the head."""
+    tokens = batch.completion_ids.to(states.device)
+    if parts is not None:
+        head = parts[1]
+        logp, entropy = lm_head_logprobs(states, head.weight, tokens, temperature, bias=head.bias)
+        keep_graph = entropy_grad and torch.is_grad_enabled()
+        return logp, (entropy if keep_graph else entropy.detach()) if want_entropy else None
+    logp = token_logprobs(states, tokens, temperature)
     entropy = None
-    if with_entropy or entropy_grad:
+    if want_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = entropy_from_logits(logits, temperature=temperature)
+            entropy = entropy_from_logits(states, temperature=temperature)
     return logp, entropy
 
 
-def _shared_prompt_logits(model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
-    """Logits (N, T, V) predicting each completion token, with one prompt forward per distinct prompt.
+def split_lm_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """(backbone, head) of a causal LM whose logits are exactly ``head(backbone(...).last_hidden_state)``,
+    else None (then callers use the model's own logits).
 
-    1. The U distinct prompts (left-padded to Lp) run forward with a KV cache; the last position's logits
-       predict completion token 0.
+    Checked, not assumed: the head must be a plain ``nn.Linear`` with local (not FSDP-sharded) weights, and one
+    3-token forward must give the model's logits (this rejects heads with softcapping or logit scaling, e.g.
+    Gemma-2, Cohere, Granite). The verdict is cached per model object.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap PEFT
+    cached = _HEAD_SPLITS.get(inner)
+    if cached is not None:
+        return cached or None
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    backbone = getattr(inner, "base_model", None)
+    ok = (
+        type(head) is torch.nn.Linear
+        and backbone is not None
+        and backbone is not inner
+        and type(head.weight.data) is torch.Tensor  # an FSDP DTensor is unsharded only inside the module
+    )
+    if ok:
+        device = head.weight.device
+        ids = (torch.arange(1, 4, device=device) % head.out_features)[None]  # not pad: its embedding may be 0
+        with torch.no_grad():
+            want = inner(input_ids=ids, use_cache=False).logits
+            got = head(backbone(input_ids=ids, use_cache=False).last_hidden_state)
+        ok = want.shape == got.shape and torch.allclose(want.float(), got.float(), rtol=1e-4, atol=1e-4)
+    _HEAD_SPLITS[inner] = (backbone, head) if ok else ()
+    return (backbone, head) if ok else None
+
+
+_HEAD_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plain_states(body: torch.nn.Module, batch: TrainBatch, *, logits: bool) -> torch.Tensor:
+    """(N, T, V) logits (``logits``: ``body`` is the full model) or (N, T, D) last hidden states (``body`` is
+    the backbone) at the positions that predict the completion tokens."""
+    device = next(body.parameters()).device
+    t = batch.completion_ids.shape[1]
+    attention_mask = batch.attention_mask.to(device)
+    out = body(
+        input_ids=batch.input_ids.to(device),
+        attention_mask=attention_mask,
+        position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=False,
+        **({"logits_to_keep": t + 1} if logits else {}),
+    )
+    states = out.logits if logits else out.last_hidden_state
+    return states[:, -(t + 1) : -1]  # position j predicts completion token j
+
+
+def _shared_prompt_states(body: torch.nn.Module, batch: TrainBatch, *, logits: bool) -> torch.Tensor:
+    """As :func:`_plain_states`, with one prompt forward per distinct prompt.
+
+    1. The U distinct prompts (left-padded to Lp) run forward with a KV cache; the last position predicts
+       completion token 0.
     2. The cache is indexed to the N rows (a differentiable gather: gradients of all G completions flow back
        into their prompt's single forward) and the completions run on top of it.
     """
-    device = next(model.parameters()).device
+    device = next(body.parameters()).device
+    key = "logits" if logits else "last_hidden_state"
     t = batch.completion_ids.shape[1]
     lp = batch.input_ids.shape[1] - t
     uniq, row_to_prompt = torch.unique(batch.group_ids, return_inverse=True)
@@ -139,27 +230,27 @@ def _shared_prompt_logits(model: torch.nn.Module, batch: TrainBatch) -> torch.Te
     )  # a representative row of each prompt
     prompt_ids = batch.input_ids[first, :lp].to(device)  # (U, Lp)
     prompt_mask = batch.attention_mask[first, :lp].to(device)
-    prompt_out = model(
+    prompt_out = body(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
         position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-        logits_to_keep=1,
         use_cache=True,
+        **({"logits_to_keep": 1} if logits else {}),
     )
-    cache = prompt_out.past_key_values
+    cache = prompt_out["cache"] if "cache" in prompt_out else prompt_out.past_key_values  # 5.x renamed it
     rows = row_to_prompt.to(device)
     cache.batch_select_indices(rows)  # (U, ...) -> (N, ...): row i reads its prompt's keys and values
     full_mask = batch.attention_mask.to(device)  # (N, Lp + T)
     positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, lp:]
-    out = model(
+    out = body(
         input_ids=batch.completion_ids.to(device),
         attention_mask=full_mask,
         position_ids=positions,
         use_cache=True,
-        **{_cache_kwarg(model): cache},
+        **{_cache_kwarg(body): cache},
     )
-    first_logits = prompt_out.logits[:, -1:, :][rows]  # (N, 1, V) predicts completion token 0
-    return torch.cat([first_logits, out.logits[:, :-1, :]], dim=1)  # (N, T, V)
+    first_states = getattr(prompt_out, key)[:, -1:][rows]  # (N, 1, .) predicts completion token 0
+    return torch.cat([first_states, getattr(out, key)[:, :-1]], dim=1)  # (N, T, .)
 
 
 def _cache_kwarg(model: torch.nn.Module) -> str:

@@ -5,6 +5,10 @@ Layout of ``RUN/checkpoints/step-000040/``: the policy as a plain Hugging Face f
 (optimizer, scheduler, step, data position, every RNG state) and, when the reference was refreshed,
 ``reference/``. A checkpoint is written to ``step-000040.tmp`` and renamed when complete; ``latest`` is a
 text file replaced atomically after the rename, so a kill at any moment leaves the previous one usable.
+
+With ``train.fsdp`` the optimizer state is not in ``trainer_state.pt``: every rank writes its shards of the
+model and optimizer to ``sharded/`` (``torch.distributed.checkpoint``), see ``thinkrl/train/fsdp.py``; the
+Hugging Face folder is the same.
 """
 
 from __future__ import annotations
@@ -46,13 +50,15 @@ def save_checkpoint(
     *,
     reference: torch.nn.Module | None = None,
     keep_last: int = 2,
+    staged: bool = False,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, delete all but the last ``keep_last``."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, delete all but the last ``keep_last``.
+
+    ``staged``: :func:`staging_dir` already holds files of this checkpoint (FSDP shards); keep them.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
-    tmp = root / f"step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(run_dir, step, clear=not staged)
     model.save_pretrained(tmp, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
@@ -71,6 +77,16 @@ def save_checkpoint(
     return final
 
 
+def staging_dir(run_dir: str | Path, step: int, *, clear: bool = False) -> Path:
+    """``checkpoints/step-N.tmp``, where checkpoint ``step`` is written before its rename (created; emptied
+    first with ``clear``)."""
+    tmp = Path(run_dir) / "checkpoints" / f"step-{step:06d}.tmp"
+    if clear:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of a run, or None."""
     root = Path(run_dir) / "checkpoints"
@@ -86,6 +102,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load a checkpoint folder's safetensors weights into ``model`` in place; a mismatch is an error
     (a tied ``lm_head`` is saved once, so its absence is expected)."""
+    missing, unexpected = model.load_state_dict(read_weights(path), strict=False)
+    if unexpected or any("lm_head" not in k for k in missing):
+        raise RuntimeError(
+            f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
+        )
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a Hugging Face folder's ``model*.safetensors`` files, on CPU."""
     from safetensors.torch import load_file
 
     weights: dict[str, torch.Tensor] = {}
@@ -93,11 +118,7 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
         weights.update(load_file(str(f)))
     if not weights:
         raise FileNotFoundError(f"no model*.safetensors in {path}")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or any("lm_head" not in k for k in missing):
-        raise RuntimeError(
-            f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}"
-        )
+    return weights
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:

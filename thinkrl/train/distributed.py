@@ -2,10 +2,11 @@
 
     torchrun --nproc-per-node 2 -m thinkrl train configs/demo.yaml
 
-Every rank holds the whole model. The trainer gives rank r a contiguous share of each step's prompts, sums
-gradients across ranks after accumulation (:func:`all_reduce_grads`) and reduces loss normalisers and
-metrics with :func:`all_reduce_sum` / :func:`all_gather_tensor`, so N ranks compute the update one process
-computes on the same global batch (design and limits: docs/scaling.md).
+Every rank holds the whole model (with ``train.fsdp``, a shard of it: ``thinkrl/train/fsdp.py``). The
+trainer gives rank r a contiguous share of each step's prompts, sums gradients across ranks after
+accumulation (:func:`all_reduce_grads`) and reduces loss normalisers and metrics with
+:func:`all_reduce_sum` / :func:`all_gather_tensor`, so N ranks compute the update one process computes on
+the same global batch (design and limits: docs/scaling.md).
 
 The backend is NCCL on CUDA and gloo on CPU. A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) never
 touches ``torch.distributed``: every function here then returns its input.
@@ -19,6 +20,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 BUCKET_NUMEL = 1 << 25
 """Most gradient elements flattened into one all-reduce (128 MiB in fp32): few calls, bounded extra memory."""
@@ -72,18 +74,19 @@ def env_world_size() -> int:
     return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
 
 
-def _active() -> bool:
+def is_active() -> bool:
+    """True when this process is in a process group of more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def is_main() -> bool:
     """True on rank 0 (and in a single process): the rank that logs, evaluates and saves."""
-    return not _active() or dist.get_rank() == 0
+    return not is_active() or dist.get_rank() == 0
 
 
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
-    if _active():
+    if is_active():
         dist.barrier()
 
 
@@ -98,10 +101,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     >>> all_reduce_sum(torch.tensor([1.0, 2.0])).tolist()  # one process: the input
     [1.0, 2.0]
     """
-    if not _active():
+    return _all_reduce(t, dist.ReduceOp.SUM)
+
+
+def _all_reduce(t: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
+    if not is_active():
         return t.clone()
     buf = t.detach().to(_comm_device(t), copy=True)
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    dist.all_reduce(buf, op=op)
     return buf.to(t.device)
 
 
@@ -111,7 +118,7 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     >>> all_gather_tensor(torch.arange(3)).tolist()
     [0, 1, 2]
     """
-    if not _active():
+    if not is_active():
         return t.clone()
     dev = _comm_device(t)
     local = t.detach().to(dev)
@@ -126,9 +133,18 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:n] for p, n in zip(parts, lens)]).to(t.device)
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of ``t`` over all ranks, as a new tensor on ``t``'s device.
+
+    >>> all_reduce_max(torch.tensor(3)).item()
+    3
+    """
+    return _all_reduce(t, dist.ReduceOp.MAX)
+
+
 def broadcast_parameters(model: torch.nn.Module, src: int = 0) -> None:
     """Copy every parameter and buffer of ``model`` from rank ``src`` to all ranks (in place)."""
-    if not _active():
+    if not is_active():
         return
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
@@ -143,8 +159,10 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
 
     A parameter without a gradient on this rank (e.g. a rank with no rows in a minibatch) contributes
     zeros and receives the others' sum, so every rank ends with the same gradients for every parameter.
+    FSDP shards (DTensor parameters, ``train.fsdp``) are skipped: FSDP already reduce-scattered them.
     """
-    if not _active():
+    params = [p for p in params if not isinstance(p, DTensor)]
+    if not is_active() or not params:
         return
     for p in params:
         if p.grad is None:
@@ -165,6 +183,23 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
             for g in grads:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """The global L2 norm of the gradients of ``params`` before clipping (0-dim); scales them to at most
+    ``max_norm`` when ``max_norm > 0``. For FSDP shards (DTensors) the norm is over the whole model.
+
+    >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+    >>> clip_grad_norm([p], 1.0).item(), [round(g, 4) for g in p.grad.tolist()]
+    (5.0, [0.6, 0.8])
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm(grads)  # torch.nn.utils.clip_grad_norm_ in two halves
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def shard_range(total: int, info: DistInfo) -> tuple[int, int]:

@@ -66,9 +66,45 @@ def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
 
 
 def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
-    from thinkrl.rewards import get_reward
+    """``cfg.rewards`` as (functions, weights); rewards with ``kwargs`` (a reward model) are built here, once.
 
-    return [get_reward(spec.name) for spec in cfg.rewards], [spec.weight for spec in cfg.rewards]
+    ConfigError names the entry for a bad name, bad kwargs, a reward model that cannot be loaded, or two
+    rewards logged under one name (their metrics would overwrite each other).
+    """
+    from thinkrl.config import ConfigError
+    from thinkrl.rewards import build_reward
+
+    names = [spec.kwargs.get("name", spec.name) for spec in cfg.rewards]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"rewards: {', '.join(twice)} listed more than once; merge the entries, or give reward models "
+            "distinct kwargs.name"
+        )
+    funcs = []
+    for i, spec in enumerate(cfg.rewards):
+        try:
+            funcs.append(build_reward(spec.name, spec.kwargs))
+        except ValueError as e:
+            raise ConfigError(f"rewards[{i}] ({spec.name}): {e}") from None
+    return funcs, [spec.weight for spec in cfg.rewards]
+
+
+def build_optimizer(params: list[torch.nn.Parameter], t: Any) -> torch.optim.Optimizer:
+    """AdamW over ``params`` with ``t.lr``, ``t.adam_betas`` and ``t.weight_decay`` (a ``train`` config section).
+
+    Fused (one kernel for every tensor: 2.6x faster ``step()`` on CPU for a 4M model, benchmarks/NOTES.md P4)
+    when all parameters are plain floating-point tensors on one CPU or CUDA device type; else torch's default
+    (sharded FSDP parameters, other devices). Both compute the same update up to float rounding (tested).
+    """
+    fused = (
+        len({p.device.type for p in params}) == 1
+        and params[0].device.type in ("cpu", "cuda")
+        and all(p.is_floating_point() and type(p.data) is torch.Tensor for p in params)
+    )
+    return torch.optim.AdamW(
+        params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=fused or None
+    )
 
 
 def lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]:

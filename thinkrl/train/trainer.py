@@ -14,6 +14,7 @@ Under ``torchrun`` each rank samples a contiguous share of the step's prompts, a
 computed on the all-gathered rewards, and gradients are summed across ranks with global loss normalisers,
 so N ranks make the update one process makes on the same batch (docs/scaling.md). With ``model.lora_r > 0``
 only PEFT adapters train and the reference is the base with adapters disabled (``thinkrl/train/lora.py``).
+With ``train.fsdp`` parameters, gradients and optimizer state are sharded over the ranks (``fsdp.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from thinkrl.data.templates import render_prompt
 from thinkrl.rewards.base import compute_rewards, reward_name
 from thinkrl.rollout.base import Rollout, SamplingParams, cat_rollouts, select_rows
 from thinkrl.train import distributed as dist
+from thinkrl.train import fsdp
 from thinkrl.train.batch import TrainBatch, build_batch, forward_logprobs
 from thinkrl.train.checkpoint import (
     latest_checkpoint,
@@ -54,12 +56,12 @@ from thinkrl.train.logging import MetricsLogger
 from thinkrl.train.lora import (
     LoraCheckpointView,
     apply_lora,
-    base_model,
     load_adapter_weights,
     reference_mode,
 )
 from thinkrl.train.metrics import StepView, gather_step, step_metrics, timed
 from thinkrl.train.setup import (
+    build_optimizer,
     build_reward_funcs,
     disable_dropout,
     load_model_and_tokenizer,
@@ -126,10 +128,18 @@ class GRPOTrainer:
         self.model.train()
         # the KV-cache path of a shared prompt does not combine with activation checkpointing
         self.share_prompt = t.share_prompt and not cfg.model.gradient_checkpointing
+        self.logprob_kw = dict(
+            share_prompt=self.share_prompt, fused_head=t.fused_lm_head, autocast=t.autocast
+        )
         dist.broadcast_parameters(self.model)  # every rank starts from rank 0's weights (and adapter init)
         # beta = 0 loads no reference model (DAPO, Dr. GRPO); LoRA uses the base with adapters disabled;
         # else a frozen copy of the initial policy.
         self.reference = self._frozen_copy(self.model) if cfg.algorithm.beta > 0 and not self.lora else None
+        self.fsdp = t.fsdp
+        if self.fsdp:  # before the optimizer: it holds the shards; the reference is sharded too (1/N each)
+            self.model = fsdp.shard_model(self.model)
+            if self.reference is not None:
+                self.reference = fsdp.shard_model(self.reference)
 
         if reward_funcs is None:
             self.reward_funcs, self.reward_weights = build_reward_funcs(cfg)
@@ -162,19 +172,14 @@ class GRPOTrainer:
         self.train_prompt_ids = self._tokenize_prompts(self.train_prompts)
 
         if engine is None:
-            from thinkrl.rollout.hf import HFEngine
+            from thinkrl.rollout import build_engine
 
-            # the architecture's own model (a PEFT wrapper's forward hides its signature); adapters stay active
-            engine = HFEngine(
-                base_model(self.model), tokenizer, max_batch_size=cfg.rollout.max_batch_size, seed=t.seed
-            )
-        self.engine = engine
+            engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
+        self.engine = fsdp.GatheredEngine(engine, self.model) if self.fsdp else engine
 
         # only what trains (all weights, or LoRA adapters) gets optimizer state and gradient all-reduces
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
-        )
+        self.optimizer = build_optimizer(self.trainable, t)
         total_updates = t.steps * cfg.algorithm.ppo_epochs * cfg.algorithm.num_minibatches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(t.warmup_steps, total_updates, t.lr_schedule)
@@ -196,6 +201,11 @@ class GRPOTrainer:
     # ----------------------------------------------------------------------------------------- set-up helpers
     def _check_distributed(self, w: int) -> None:
         r, a = self.cfg.rollout, self.cfg.algorithm
+        if self.cfg.train.fsdp and w == 1:
+            raise ConfigError(
+                "train.fsdp=true needs more than one process: launch with `torchrun --nproc-per-node N` "
+                "(N > 1), or set train.fsdp=false for one process"
+            )
         if r.prompts_per_step % w:
             raise ConfigError(
                 f"rollout.prompts_per_step={r.prompts_per_step} does not divide by the {w} data-parallel ranks "
@@ -317,7 +327,7 @@ class GRPOTrainer:
     def _score(self, rollout: Rollout, idx: list[int]):
         groups = rollout.group_ids.tolist()
         rows = [self.train_rows[idx[g]] for g in groups]
-        columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "question"}
+        columns = {k: [row.get(k) for row in rows] for k in rows[0]}  # every data column, question included
         columns["finish_reason"] = rollout.finish_reasons
         columns["completion_length"] = rollout.lengths.tolist()
         prompts = [self.train_prompts[idx[g]] for g in groups]
@@ -329,9 +339,7 @@ class GRPOTrainer:
         out = torch.zeros_like(batch.sampler_logp)
         for rows in _length_sorted_chunks(batch, self.cfg.train.micro_batch_size, self.share_prompt):
             sub = batch.rows(rows)
-            logp, _ = forward_logprobs(
-                model, sub, self.cfg.rollout.temperature, share_prompt=self.share_prompt
-            )
+            logp, _ = forward_logprobs(model, sub, self.cfg.rollout.temperature, **self.logprob_kw)
             out[rows, : logp.shape[1]] = logp.float().cpu()
         return out
 
@@ -410,17 +418,17 @@ class GRPOTrainer:
                     if len(mb_rows)
                     else []
                 )
-                for rows in chunks:
-                    micro = batch.rows(mb_rows[rows])
+                micros = [batch.rows(mb_rows[rows]) for rows in chunks]
+                if self.fsdp:  # FSDP passes are collectives: every rank runs as many (padding adds nothing)
+                    micros = fsdp.pad_micro_batches(micros, batch)
+                for micro in micros:
                     stats = self._micro_step(micro, on_policy, num_seqs, num_tokens)
                     for k, v in stats.items():
                         sums[k] = sums.get(k, torch.zeros(())) + v
                     tokens_seen = tokens_seen + micro.mask.sum()
-                dist.all_reduce_grads(self.trainable)  # SUM: the normalisers above are already global
-                if cfg.train.max_grad_norm > 0:
-                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.train.max_grad_norm))
-                else:
-                    grad_norms.append(_grad_norm(self.trainable))
+                # SUM: the normalisers above are already global (FSDP shards were reduce-scattered in backward)
+                dist.all_reduce_grads(self.trainable)
+                grad_norms.append(dist.clip_grad_norm(self.trainable, cfg.train.max_grad_norm))
                 self.optimizer.step()
                 self.scheduler.step()
         # token-weighted metric sums and the loss (already globally normalised) summed over ranks: one collective
@@ -439,7 +447,7 @@ class GRPOTrainer:
         a, r = self.cfg.algorithm, self.cfg.rollout
         logp, entropy = forward_logprobs(
             self.model, micro, r.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0,
-            share_prompt=self.share_prompt,
+            **self.logprob_kw,
         )  # fmt: skip
         mask = micro.mask.to(logp.device)
         old_logp = logp.detach() if on_policy else micro.old_logp.to(logp.device)
@@ -507,13 +515,17 @@ class GRPOTrainer:
 
     def _maybe_eval(self, force: bool = False) -> dict[str, float]:
         ev = self.cfg.eval
-        if not ev.every_steps or not self.eval_rows or not self.is_main:  # rank 0 evaluates; others go on
+        if not ev.every_steps or not self.eval_rows:
             return {}
         if not force and self.step % ev.every_steps != 0:
             return {}
         from thinkrl.eval.runner import evaluate_during_training
 
-        metrics = evaluate_during_training(self, self.eval_rows)
+        # FSDP: every rank gathers the weights (a collective), then rank 0 evaluates alone
+        with fsdp.gathered(self.model):
+            if not self.is_main:  # the others go on
+                return {}
+            metrics = evaluate_during_training(self, self.eval_rows)
         if self.step == 0:  # before any update: logged as its own record so curves start at the base model
             self.logger.log(0, metrics)
             return {}
@@ -531,10 +543,15 @@ class GRPOTrainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint of this step (rank 0 only; other ranks return None). A LoRA policy is saved
-        merged (a plain HF folder) with its adapter in ``adapter/``."""
+        merged (a plain HF folder) with its adapter in ``adapter/``. With FSDP every rank takes part."""
+        refreshed = self.reference is not None and self.cfg.algorithm.ref_refresh_steps > 0
+        if self.fsdp:
+            return fsdp.save_checkpoint(
+                self.run_dir, self.step, self.model, self.optimizer, self.tokenizer, self.state_dict(),
+                reference=self.reference if refreshed else None, keep_last=self.cfg.train.keep_last,
+            )  # fmt: skip
         if not self.is_main:
             return None
-        refreshed = self.reference is not None and self.cfg.algorithm.ref_refresh_steps > 0
         model = LoraCheckpointView(self.model) if self.lora else self.model
         return save_checkpoint(
             self.run_dir, self.step, model, self.tokenizer, self.state_dict(),
@@ -545,14 +562,18 @@ class GRPOTrainer:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return  # nothing saved yet: a fresh start, which resume=true also allows
+        sharded = (path / fsdp.SHARDED_DIR).is_dir()  # written with train.fsdp: any rank count, FSDP or not
         if self.lora:  # the base comes from model.path; only the adapter was trained
             load_adapter_weights(self.model, path)
+        elif sharded or self.fsdp:  # model and optimizer shards
+            fsdp.load_sharded(path, self.model, self.optimizer)
         else:
             load_model_weights(self.model, path)
         if (path / "reference").exists() and self.reference is not None:
-            load_model_weights(self.reference, path / "reference")
+            (fsdp.load_full_weights if self.fsdp else load_model_weights)(self.reference, path / "reference")
         state = load_trainer_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not (sharded or self.fsdp):
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.data_epoch, self.data_pos = state["step"], state["data_epoch"], state["data_pos"]
         self._order = self._epoch_order(self.data_epoch)
@@ -567,11 +588,6 @@ def _length_sorted_chunks(batch: TrainBatch, size: int, by_group: bool = False) 
     if by_group and batch.group_ids is not None:
         order = order[torch.argsort(batch.group_ids[order], stable=True)]
     return [order[i : i + size] for i in range(0, len(order), size)]
-
-
-def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.zeros(())
 
 
 class _NullLogger:
