@@ -14,6 +14,7 @@ touches ``torch.distributed``: every function here then returns its input.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +22,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
+
+from thinkrl.config import Config, ConfigError
 
 BUCKET_NUMEL = 1 << 25
 """Most gradient elements flattened into one all-reduce (128 MiB in fp32): few calls, bounded extra memory."""
@@ -67,6 +70,28 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local)
+
+
+def check_world_size(cfg: Config, w: int) -> None:
+    """Reject settings that cannot run on ``w`` processes, before any process group is joined (so every rank
+    fails alike), each with the fix in the message."""
+    r, a = cfg.rollout, cfg.algorithm
+    if cfg.train.fsdp and w == 1:
+        raise ConfigError(
+            "train.fsdp=true needs more than one process: launch with `torchrun --nproc-per-node N` "
+            "(N > 1), or set train.fsdp=false for one process"
+        )
+    if r.prompts_per_step % w:
+        raise ConfigError(
+            f"rollout.prompts_per_step={r.prompts_per_step} does not divide by the {w} data-parallel ranks "
+            f"(each rank samples whole groups); set it to a multiple of {w}, e.g. "
+            f"{-(-r.prompts_per_step // w) * w}, or launch {math.gcd(r.prompts_per_step, w)} processes"
+        )
+    if w > 1 and a.dynamic_sampling:
+        raise ConfigError(
+            "algorithm.dynamic_sampling=true is not supported with data parallelism yet (which groups are "
+            "kept depends on every rank's rewards); run one process or set algorithm.dynamic_sampling=false"
+        )
 
 
 def env_world_size() -> int:

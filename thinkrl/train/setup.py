@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thinkrl.config import Config
+from thinkrl.config import Config, ModelConfig
 
 
 def seed_everything(seed: int) -> None:
@@ -63,6 +63,42 @@ def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
         cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code
     )
     return model, tokenizer
+
+
+def prepare_policy(
+    model: torch.nn.Module, tokenizer: Any, m: ModelConfig, device: torch.device
+) -> torch.nn.Module:
+    """The model as the RL trainer trains it: on ``device``, dropout off, activation checkpointing and LoRA
+    adapters (``model.lora_r > 0``) as ``m`` says, in train mode. Gives ``tokenizer`` a pad token if it has none
+    (many base models ship without one; the pad never reaches the loss)."""
+    from thinkrl.train.lora import apply_lora
+
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = model.to(device)
+    if m.disable_dropout:
+        disable_dropout(model)
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if m.lora_r > 0:
+        if m.gradient_checkpointing:  # frozen embeddings: checkpointed blocks need an input grad
+            model.enable_input_require_grads()
+        model = apply_lora(model, m)
+    return model.train()
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[str], template: str, limit: int) -> list[list[int]]:
+    """Token ids of rendered prompts; a prompt over ``limit`` tokens is an error naming the row, never cut."""
+    # A chat template already holds the special tokens; plain text gets the tokenizer's usual BOS.
+    special = template != "chat"
+    ids = [tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
+    for i, p in enumerate(ids):
+        if len(p) > limit:
+            raise ValueError(
+                f"prompt of row {i} has {len(p)} tokens > data.max_prompt_tokens={limit}; raise the limit "
+                "or drop long rows from the dataset (prompts are never cut silently)"
+            )
+    return ids
 
 
 def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:

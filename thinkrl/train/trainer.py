@@ -20,7 +20,6 @@ With ``train.fsdp`` parameters, gradients and optimizer state are sharded over t
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from thinkrl.algorithms import (
     truncated_is_weights,
     zero_spread_groups,
 )
-from thinkrl.config import Config, ConfigError, save_config
+from thinkrl.config import Config, save_config
 from thinkrl.data.datasets import load_prompts
 from thinkrl.data.templates import render_prompt
 from thinkrl.rewards.base import compute_rewards, reward_name
@@ -53,21 +52,17 @@ from thinkrl.train.checkpoint import (
     set_rng_state,
 )
 from thinkrl.train.logging import MetricsLogger
-from thinkrl.train.lora import (
-    LoraCheckpointView,
-    apply_lora,
-    load_adapter_weights,
-    reference_mode,
-)
+from thinkrl.train.lora import LoraCheckpointView, load_adapter_weights, reference_mode
 from thinkrl.train.metrics import StepView, gather_step, step_metrics, timed
 from thinkrl.train.setup import (
     build_optimizer,
     build_reward_funcs,
-    disable_dropout,
     load_model_and_tokenizer,
     lr_lambda,
+    prepare_policy,
     resolve_device,
     seed_everything,
+    tokenize_prompts,
 )
 
 # Rewards whose mean is reported as "accuracy" (the first one present in the config).
@@ -99,7 +94,7 @@ class GRPOTrainer:
     ):
         self.cfg = cfg
         t = cfg.train
-        self._check_distributed(dist.env_world_size())  # before joining: a bad config fails on every rank
+        dist.check_world_size(cfg, dist.env_world_size())  # before joining: a bad config fails on every rank
         self.dist = dist.init_distributed(t.device)
         seed_everything(t.seed)  # the same seed on every rank: data order and sampling seeds are global
         if t.num_threads:
@@ -111,21 +106,8 @@ class GRPOTrainer:
             model, tokenizer = load_model_and_tokenizer(cfg)
         if tokenizer is None:
             raise ValueError("GRPOTrainer got a model but no tokenizer; pass tokenizer=...")
-        if (
-            tokenizer.pad_token_id is None
-        ):  # many base models ship without one; EOS never reaches the loss as pad
-            tokenizer.pad_token = tokenizer.eos_token
-        self.model, self.tokenizer = model.to(self.device), tokenizer
-        if cfg.model.disable_dropout:
-            disable_dropout(self.model)
-        if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        self.model, self.tokenizer = prepare_policy(model, tokenizer, cfg.model, self.device), tokenizer
         self.lora = cfg.model.lora_r > 0
-        if self.lora:
-            if cfg.model.gradient_checkpointing:  # frozen embeddings: checkpointed blocks need an input grad
-                self.model.enable_input_require_grads()
-            self.model = apply_lora(self.model, cfg.model)
-        self.model.train()
         # the KV-cache path of a shared prompt does not combine with activation checkpointing
         self.share_prompt = t.share_prompt and not cfg.model.gradient_checkpointing
         self.logprob_kw = dict(
@@ -169,7 +151,9 @@ class GRPOTrainer:
         self.train_prompts = [
             render_prompt(d.template, r["question"], tokenizer, d.system_prompt) for r in self.train_rows
         ]
-        self.train_prompt_ids = self._tokenize_prompts(self.train_prompts)
+        self.train_prompt_ids = tokenize_prompts(
+            tokenizer, self.train_prompts, d.template, d.max_prompt_tokens
+        )
 
         if engine is None:
             from thinkrl.rollout import build_engine
@@ -199,43 +183,11 @@ class GRPOTrainer:
             self.logger = MetricsLogger(self.run_dir, cfg.log, cfg, resume_step=self.step)
 
     # ----------------------------------------------------------------------------------------- set-up helpers
-    def _check_distributed(self, w: int) -> None:
-        r, a = self.cfg.rollout, self.cfg.algorithm
-        if self.cfg.train.fsdp and w == 1:
-            raise ConfigError(
-                "train.fsdp=true needs more than one process: launch with `torchrun --nproc-per-node N` "
-                "(N > 1), or set train.fsdp=false for one process"
-            )
-        if r.prompts_per_step % w:
-            raise ConfigError(
-                f"rollout.prompts_per_step={r.prompts_per_step} does not divide by the {w} data-parallel ranks "
-                f"(each rank samples whole groups); set it to a multiple of {w}, e.g. "
-                f"{-(-r.prompts_per_step // w) * w}, or launch {math.gcd(r.prompts_per_step, w)} processes"
-            )
-        if w > 1 and a.dynamic_sampling:
-            raise ConfigError(
-                "algorithm.dynamic_sampling=true is not supported with data parallelism yet (which groups are "
-                "kept depends on every rank's rewards); run one process or set algorithm.dynamic_sampling=false"
-            )
-
     @staticmethod
     def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
         ref = copy.deepcopy(model).eval()
         ref.requires_grad_(False)
         return ref
-
-    def _tokenize_prompts(self, prompts: list[str]) -> list[list[int]]:
-        # A chat template already holds the special tokens; plain text gets the tokenizer's usual BOS.
-        special = self.cfg.data.template != "chat"
-        ids = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
-        limit = self.cfg.data.max_prompt_tokens
-        for i, p in enumerate(ids):
-            if len(p) > limit:
-                raise ValueError(
-                    f"prompt of row {i} has {len(p)} tokens > data.max_prompt_tokens={limit}; raise the limit "
-                    "or drop long rows from the dataset (prompts are never cut silently)"
-                )
-        return ids
 
     def _epoch_order(self, epoch: int) -> list[int]:
         order = list(range(len(self.train_rows)))
