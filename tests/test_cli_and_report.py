@@ -92,6 +92,19 @@ def test_reflection_words():
 
 
 @pytest.mark.skipif(not (DEMO_BASE_PATH / "config.json").exists(), reason="no shipped demo base model")
+def test_demo_rerun_does_not_reuse_the_previous_runs_samples(tmp_path):
+    """Evaluations resume from samples.jsonl; a second demo into the same folder must evaluate its own model."""
+    from thinkrl.demo.run import run_demo
+
+    common = ["train.steps=1", "eval.k=2", "eval.every_steps=0", "log.progress=false",
+              "rollout.prompts_per_step=4", "rollout.group_size=4"]  # fmt: skip
+    first = run_demo(tmp_path / "demo", eval_problems=8, overrides=[*common, "train.lr=0.05"])
+    second = run_demo(tmp_path / "demo", eval_problems=8, overrides=[*common, "train.lr=1e-12"])
+    assert first["evals"]["after RL"] != first["evals"]["base"]  # the first run's update changed the samples
+    # lr 1e-12: the model after RL is the base, to float precision
+    assert second["evals"]["after RL"] == second["evals"]["base"]
+
+
 def test_demo_pipeline_toy_size(tmp_path):
     from thinkrl.demo.run import run_demo
 

@@ -10,6 +10,7 @@ inside ``<think>`` earns no reward, so only direct answers can be reinforced.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,10 @@ def run_demo(
 
     start = time.perf_counter()
     out = Path(out_dir)
+    # Evaluations resume from their samples.jsonl, which cannot tell one model's weights from another's: a rerun
+    # into the same folder must not read the previous run's samples as this run's.
+    for stale in ("eval_base", "eval_after"):
+        shutil.rmtree(out / stale, ignore_errors=True)
     cfg = demo_config(out, overrides)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
