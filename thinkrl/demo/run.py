@@ -107,8 +107,8 @@ def run_demo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from thinkrl.demo import DEMO_BASE_PATH
-    from thinkrl.rewards import get_reward
     from thinkrl.train import GRPOTrainer
+    from thinkrl.train.setup import build_reward_funcs
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -132,7 +132,8 @@ def run_demo(
     base_metrics, base_samples = evaluate_stage(model, tokenizer, eval_rows, cfg, out, "base")
     print(f"[demo] base pass@1 {base_metrics['pass@1']:.3f}  ({time.perf_counter() - start:.0f} s)")
 
-    rewards = [(get_reward(spec.name), spec.weight) for spec in cfg.rewards]
+    funcs, weights = build_reward_funcs(cfg)  # the trainer's own builder: kwargs and checks included
+    rewards = list(zip(funcs, weights))
     if no_think:
         rewards = [(forbid_thinking(fn), w) for fn, w in rewards]
     trainer = GRPOTrainer(cfg, model=model, tokenizer=tokenizer, reward_funcs=rewards, train_rows=train_rows,
