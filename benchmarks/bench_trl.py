@@ -464,7 +464,9 @@ def launch(
     """Run one worker process; return its JSON result, or ``{"error": ...}``."""
     out_dir = tmp / f"run-{framework}-{model_dir.name}-{length}"
     cmd = worker_command(python, framework, model_dir, length, args, out_dir)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
+    # ROOT first, then whatever PYTHONPATH already held (e.g. a folder of wheels installed with --target)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     try:

@@ -229,7 +229,9 @@ def test_finished_rows_leave_the_decode_batch_and_prompt_is_shared(tokenizer, qw
     qwen.train()
     shapes, training, handle = record_forwards(qwen)
     try:
-        out = HFEngine(qwen, tokenizer).generate(prompts, params)
+        # fast_decode=False: every decode step is a model forward that the hook sees (test_lean.py checks
+        # that the fast path drops the same rows).
+        out = HFEngine(qwen, tokenizer, fast_decode=False).generate(prompts, params)
     finally:
         handle.remove()
     assert qwen.training, "the engine must restore train mode"

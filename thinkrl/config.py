@@ -95,6 +95,16 @@ class RolloutConfig:
     """Stop a completion right after any of these (saves compute after the answer closes)."""
     max_batch_size: int | None = None
     """Most prompts the engine decodes at once; None = all prompts of the step."""
+    fast_decode: bool = True
+    """Built-in engine: decode Llama / Qwen2 / Qwen3 / Mistral models with thinkrl's own decode step
+    (``rollout/lean.py``: static KV buffers, no per-step mask building; a CUDA graph per step on GPU) instead of
+    the model's forward; other models and LoRA-wrapped ones always use the forward. Same tokens up to float
+    rounding (tested)."""
+    cuda_graph: bool = False
+    """Built-in engine on CUDA, ``fast_decode`` models: replay each decode step as one CUDA graph (removes the
+    per-kernel launch cost that dominates small models; finished rows then stay in the batch, masked).
+    Off by default until it has run on a GPU: its CPU-side logic is tested, the capture itself is not (no GPU
+    was available; ``tests/test_lean.py`` checks it against the model's forward wherever CUDA is visible)."""
     vllm_dtype: str = "auto"
     """vLLM only: weight dtype inside vLLM (float32, bfloat16, float16); ``auto`` = the policy's dtype, so the
     sampler's log-probs match the trainer's up to kernel differences."""

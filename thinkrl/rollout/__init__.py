@@ -26,7 +26,14 @@ def build_engine(cfg: Config, model: torch.nn.Module, tokenizer: Any) -> Rollout
 
     r, seed = cfg.rollout, cfg.train.seed
     if r.engine == "builtin":
-        return HFEngine(base_model(model), tokenizer, max_batch_size=r.max_batch_size, seed=seed)
+        return HFEngine(
+            base_model(model),
+            tokenizer,
+            max_batch_size=r.max_batch_size,
+            seed=seed,
+            fast_decode=r.fast_decode,
+            cuda_graph=r.cuda_graph,
+        )
     if r.engine == "vllm":
         from thinkrl.rollout.vllm import VLLMEngine
 

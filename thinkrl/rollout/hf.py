@@ -12,6 +12,10 @@ How one ``generate`` call runs, per chunk of prompts (``max_batch_size`` bounds 
    cost at most ~1/8 of a step's compute and dropping (a full cache copy) stays rare.
 4. The cache grows into preallocated buffers (doubling, capped at prompt + max_new_tokens) instead of
    ``torch.cat`` per step, which would copy the whole cache every token.
+5. Llama / Qwen2 / Qwen3 / Mistral models decode with ``LeanDecoder`` (``lean.py``: static KV buffers, no
+   per-step mask building, one CUDA graph replay per token on GPU) instead of the model's forward; other
+   models, LoRA-wrapped ones and ``fast_decode=False`` use the forward. With a CUDA graph the batch shape is
+   fixed, so finished rows stay in it (masked out) instead of being dropped.
 
 Determinism: the row of global index i (prompt i // n) uses the uniform ``step_uniforms(seed, t, N)[i]`` at
 step t (see ``sampling.py``), so the random stream a row sees does not depend on chunking or on which rows
@@ -30,6 +34,7 @@ import torch
 from transformers import DynamicCache
 
 from thinkrl.rollout.base import Rollout, SamplingParams, check_params, stop_and_pad_ids
+from thinkrl.rollout.lean import LeanDecoder, lean_unsupported
 from thinkrl.rollout.sampling import sample_tokens, step_uniforms
 
 DROP_FRACTION = 0.125
@@ -47,6 +52,8 @@ class HFEngine:
         max_batch_size: most completions (rows) decoded at once; prompts are chunked so that
             prompts_per_chunk * n <= max_batch_size (at least one prompt per chunk). None: one chunk.
         seed: seeds the engine's own generator, used by calls whose ``params.seed`` is None.
+        fast_decode: decode supported models with ``LeanDecoder`` (module docstring, step 5).
+        cuda_graph: on CUDA, replay each decode step as a CUDA graph (``fast_decode`` models only).
 
     Example (tiny model, see tests/test_rollout.py)::
 
@@ -55,12 +62,23 @@ class HFEngine:
         out.completion_ids.shape  # (8, T)
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_size: int | None = None,
+        seed: int = 0,
+        fast_decode: bool = True,
+        cuda_graph: bool = False,
+    ):
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.fast_decode = fast_decode
+        self.cuda_graph = cuda_graph
         self._generator = torch.Generator().manual_seed(seed)
         self.eos_ids, self.pad_id = stop_and_pad_ids(tokenizer, model)
         # transformers 5.x renamed past_key_values -> cache; ask the signature instead of the version.
@@ -161,7 +179,8 @@ class HFEngine:
         ids, attn = ids.to(device), attn.to(device)
         pos = (attn.cumsum(-1) - 1).clamp_(min=0)  # (P_c, L): real tokens at 0..len-1 whatever the padding
 
-        cache = _new_cache(self.model.config, capacity=width + max_new)
+        capacity = width + max_new
+        cache = _new_cache(self.model.config, capacity=capacity)
         out = self.model(
             input_ids=ids,
             attention_mask=attn,
@@ -172,7 +191,20 @@ class HFEngine:
         )
         # One prompt forward per group, then n copies of its cache: the prompt is never recomputed per sample.
         logits = out.logits[:, -1].repeat_interleave(n, 0)  # (B, V)
-        cache.batch_repeat_interleave(n)
+        lean = None
+        if self.fast_decode and lean_unsupported(self.model, capacity) is None:
+            lean = LeanDecoder(
+                self.model,
+                cache,
+                attn,
+                repeats=n,
+                capacity=capacity,
+                cuda_graph=self.cuda_graph and device.type == "cuda",
+            )
+            cache = None  # the decoder holds its own copy of the prompt's keys and values
+        else:
+            cache.batch_repeat_interleave(n)
+        can_drop = lean is None or not lean.static_shape
         attn = attn.repeat_interleave(n, 0)  # (B, L)
         next_pos = attn.sum(-1)  # (B,) position of the first completion token
 
@@ -215,26 +247,35 @@ class HFEngine:
                     died_at.append(t)
             if last or not any(alive):
                 break
-            if died_at and (len(died_at) >= DROP_FRACTION * len(alive) or t - died_at[0] >= MAX_IDLE_STEPS):
+            drop_due = died_at and (
+                len(died_at) >= DROP_FRACTION * len(alive) or t - died_at[0] >= MAX_IDLE_STEPS
+            )
+            if can_drop and drop_due:
                 # Drop finished rows from the cache and every per-row tensor. Not on every finish: a drop
                 # copies the whole cache, so it waits until DROP_FRACTION of the batch is finished or the
                 # oldest finished row has been carried MAX_IDLE_STEPS steps.
                 keep_cpu = [b for b, a in enumerate(alive) if a]
                 keep = torch.tensor(keep_cpu, dtype=torch.long, device=device)
-                cache.batch_select_indices(keep)
+                if lean is None:
+                    cache.batch_select_indices(keep)
+                else:
+                    lean.select_rows(keep)
                 tok, attn, next_pos, local = tok[keep], attn[keep], next_pos[keep], local[keep]
                 rows_cpu = [rows_cpu[b] for b in keep_cpu]
                 local_cpu = [local_cpu[b] for b in keep_cpu]
                 alive, died_at = [True] * len(keep_cpu), []
-            attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)  # (B, L + t + 1)
-            out = self.model(
-                input_ids=tok.unsqueeze(1),
-                attention_mask=attn,
-                position_ids=next_pos.unsqueeze(1),
-                use_cache=True,
-                **{self._cache_kw: cache},
-            )
-            logits = out.logits[:, -1]  # (B, V)
+            if lean is not None:
+                logits = lean.step(tok, next_pos)  # (B, V)
+            else:
+                attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)  # (B, L + t + 1)
+                out = self.model(
+                    input_ids=tok.unsqueeze(1),
+                    attention_mask=attn,
+                    position_ids=next_pos.unsqueeze(1),
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
+                logits = out.logits[:, -1]  # (B, V)
             next_pos = next_pos + 1
         chunk_rows = torch.tensor(
             [p * n + j for p in chunk for j in range(n)], dtype=torch.long, device=device
