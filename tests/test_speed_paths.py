@@ -36,6 +36,40 @@ def test_lm_head_logprobs_equal_full_logits_in_values_and_grads(temperature):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_lm_head_logprobs_gradient_of_logprobs_alone():
+    """Only the log-probs in the loss (the entropy logged, not trained): the entropy's gradient arrives as None
+    (no all-zero pass) and the gradients still equal the full-logits path's."""
+    torch.manual_seed(1)
+    h = torch.randn(2, 5, 8, requires_grad=True)
+    w = torch.randn(13, 8, requires_grad=True)
+    tokens = torch.randint(0, 13, (2, 5))
+    lp, ent = lm_head_logprobs(h, w, tokens, chunk_size=3)
+    got = torch.autograd.grad(lp.sum() + ent.detach().sum(), (h, w))
+    want = torch.autograd.grad(token_logprobs(torch.nn.functional.linear(h, w), tokens).sum(), (h, w))
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_lm_head_logprobs_under_bf16_autocast_any_weight_dtype(weight_dtype):
+    """Under bf16 autocast the head computes in bf16 whatever its own dtype (float16 weights used to meet
+    float32 hidden states in the backward's matmul and crash); values and gradients within bf16 rounding of
+    the float32 head."""
+    torch.manual_seed(2)
+    h = torch.randn(2, 6, 16, requires_grad=True)
+    w32 = torch.randn(20, 16) * 0.3
+    w = w32.to(weight_dtype).requires_grad_()
+    tokens = torch.randint(0, 20, (2, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp, _ = lm_head_logprobs(h, w, tokens, chunk_size=4)
+    g_h, g_w = torch.autograd.grad(lp.sum(), (h, w))
+    assert g_w.dtype == weight_dtype and g_h.dtype == torch.float32
+    lp_ref = token_logprobs(torch.nn.functional.linear(h, w32), tokens)
+    torch.testing.assert_close(lp, lp_ref, rtol=0, atol=0.05)
+    g_h_ref = torch.autograd.grad(lp_ref.sum(), h)[0]
+    assert float((g_h - g_h_ref).norm() / g_h_ref.norm()) < 0.02
+
+
 def test_lm_head_logprobs_rejects_bad_shapes():
     with pytest.raises(ValueError, match="hidden must be"):
         lm_head_logprobs(torch.zeros(2, 3), torch.zeros(4, 3), torch.zeros(2, 3, dtype=torch.long))
@@ -199,8 +233,8 @@ def test_gradient_checkpointing_with_fused_head_gives_the_same_update(tmp_path):
 @pytest.mark.parametrize("share_prompt", [False, True])
 def test_bf16_autocast_close_to_fp32_on_both_head_paths(share_prompt):
     """Under bf16 autocast: log-probs and gradients within bf16 rounding of float32 on both head paths (the
-    fused backward recomputes the tile logits under the forward's autocast state; its gradient matmuls stay
-    float32, so it is measured closer to float32 than the logits path: 0.3% vs 0.4% relative error)."""
+    fused backward recomputes the tile logits in the forward's compute dtype and runs its gradient matmuls in
+    bf16, as autocast's backward of the plain path's linear does)."""
     model, batch = _model_and_batch("llama")
     fp32 = _logp_entropy_grads(model, batch, share_prompt=share_prompt)
 

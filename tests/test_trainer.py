@@ -238,3 +238,16 @@ def test_rewards_receive_every_data_column(tmp_path):
     cols = seen[0]
     assert cols["question"] == cols["answer"]  # DIGITS: question == answer, one per completion
     assert {"finish_reason", "completion_length"} <= set(cols)
+
+
+def test_resume_restores_cuda_rng_of_the_visible_gpus_only(monkeypatch):
+    """A checkpoint saved with 2 GPUs' RNG states, resumed where 1 is visible: the 1 is restored, no IndexError."""
+    from thinkrl.train import checkpoint
+
+    state = {**checkpoint.rng_state(), "cuda": [torch.ByteTensor([1]), torch.ByteTensor([2])]}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    checkpoint.set_rng_state(state)
+    assert restored == [state["cuda"][:1]]

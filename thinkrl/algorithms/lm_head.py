@@ -20,9 +20,21 @@ _TILE_BYTES = 32 << 20
 
 
 def _tile_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float):
-    """(n, D) -> (n, V) float32 logits / temperature, cast like the plain path (model dtype, then float)."""
-    z = F.linear(h, weight, bias).float()
+    """(n, D) -> (n, V) float32 logits / temperature from a head already in the compute dtype (autocast off)."""
+    z = F.linear(h.to(weight.dtype), weight, bias).float()
     return z if temperature == 1.0 else z / temperature
+
+
+def _compute_head(
+    weight: torch.Tensor, bias: torch.Tensor | None, autocast: tuple[str, bool, torch.dtype]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The head in the dtype the plain path's matmul would use: the autocast dtype if autocast is on, else its
+    own. Cast once per call: autocast would re-cast it per tile (its cache keeps only trainable leaves, and is
+    cleared whenever the outermost autocast region exits, i.e. per tile in the backward)."""
+    _, enabled, dtype = autocast
+    if not enabled:
+        return weight, bias
+    return weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
 class _LinearLogprobs(torch.autograd.Function):
@@ -34,17 +46,20 @@ class _LinearLogprobs(torch.autograd.Function):
         logp = torch.empty(p, dtype=torch.float32, device=h.device)
         entropy = torch.empty_like(logp)
         lse = torch.empty_like(logp)
-        for i in range(0, p, tile):
-            z = _tile_logits(h[i : i + tile], weight, bias, temperature)  # (tile, V)
-            lse[i : i + tile] = s = torch.logsumexp(z, dim=-1)
-            logp[i : i + tile] = z.gather(-1, tokens[i : i + tile, None]).squeeze(-1) - s
-            # H = lse - sum_v p_v z_v; the logits of a linear head are finite, so no 0 * -inf here
-            entropy[i : i + tile] = s - (torch.softmax(z, dim=-1) * z).sum(-1)
-        ctx.save_for_backward(h, weight, bias, tokens, lse, entropy)
-        ctx.temperature, ctx.tile = temperature, tile
         # the backward recomputes the logits under the forward's autocast state, so they match exactly
         dev = h.device.type
         ctx.autocast = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        w, b = _compute_head(weight, bias, ctx.autocast)
+        with torch.autocast(dev, enabled=False):
+            for i in range(0, p, tile):
+                z = _tile_logits(h[i : i + tile], w, b, temperature)  # (tile, V)
+                lse[i : i + tile] = s = torch.logsumexp(z, dim=-1)
+                logp[i : i + tile] = z.gather(-1, tokens[i : i + tile, None]).squeeze(-1) - s
+                # H = lse - sum_v p_v z_v; the logits of a linear head are finite, so no 0 * -inf here
+                entropy[i : i + tile] = s - (torch.softmax(z, dim=-1) * z).sum(-1)
+        ctx.save_for_backward(h, weight, bias, tokens, lse, entropy)
+        ctx.temperature, ctx.tile = temperature, tile
+        ctx.set_materialize_grads(False)  # the entropy is often only logged: no all-zero gradient pass then
         return logp, entropy
 
     @staticmethod
@@ -54,27 +69,29 @@ class _LinearLogprobs(torch.autograd.Function):
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
-        dev, enabled, dtype = ctx.autocast
-        for i in range(0, h.shape[0], ctx.tile):
-            sl = slice(i, i + ctx.tile)
-            with torch.autocast(dev, dtype=dtype, enabled=enabled):
-                z = _tile_logits(h[sl], weight, bias, ctx.temperature)  # recomputed: (tile, V)
-            prob = torch.exp(z - lse[sl, None])
-            gz = torch.zeros_like(z)
-            if g_logp is not None:  # d logp_y / dz = onehot(y) - softmax(z)
-                gz -= prob * g_logp[sl, None]
-                gz.scatter_add_(-1, tokens[sl, None], g_logp[sl, None])
-            if g_ent is not None:  # dH / dz_v = -p_v (z_v - sum_u p_u z_u), and sum_u p_u z_u = lse - H
-                gz -= g_ent[sl, None] * prob * (z - (lse[sl] - entropy[sl])[:, None])
-            if ctx.temperature != 1.0:
-                gz /= ctx.temperature
-            gz = gz.to(h.dtype)
-            if need_h:
-                grad_h[sl] = gz @ weight
-            if need_w:
-                grad_w += gz.float().T @ h[sl].float()
-            if need_b:
-                grad_b += gz.float().sum(0)
+        w, b = _compute_head(weight, bias, ctx.autocast)
+        # The gradient matmuls run in the compute dtype too, as autocast's backward of the plain path's
+        # linear would (bf16 tensor cores on GPU); gradients are accumulated in float32.
+        with torch.autocast(ctx.autocast[0], enabled=False):
+            for i in range(0, h.shape[0], ctx.tile):
+                sl = slice(i, i + ctx.tile)
+                z = _tile_logits(h[sl], w, b, ctx.temperature)  # recomputed: (tile, V)
+                prob = torch.exp(z - lse[sl, None])
+                gz = torch.zeros_like(z)
+                if g_logp is not None:  # d logp_y / dz = onehot(y) - softmax(z)
+                    gz -= prob * g_logp[sl, None]
+                    gz.scatter_add_(-1, tokens[sl, None], g_logp[sl, None])
+                if g_ent is not None:  # dH / dz_v = -p_v (z_v - sum_u p_u z_u), and sum_u p_u z_u = lse - H
+                    gz -= g_ent[sl, None] * prob * (z - (lse[sl] - entropy[sl])[:, None])
+                if ctx.temperature != 1.0:
+                    gz /= ctx.temperature
+                if need_b:
+                    grad_b += gz.sum(0)
+                gz = gz.to(w.dtype)
+                if need_h:
+                    grad_h[sl] = gz @ w
+                if need_w:
+                    grad_w += (gz.T @ h[sl].to(w.dtype)).float()
         return (
             grad_h,
             None if grad_w is None else grad_w.to(weight.dtype),
