@@ -42,14 +42,31 @@ def copy_digit(prompts, completions, answer, **kw):
     return [sum(ch == a for ch in c) / 4 for c, a in zip(completions, answer)]
 
 
-def make_trainer(run_dir: Path, *overrides: str):
+def first_digit(prompts, completions, answer, **kw):
+    """1 when the completion starts with the prompt's digit: most groups of 4 score all 0 (zero spread)."""
+    return [float(c[:1] == a) for c, a in zip(completions, answer)]
+
+
+def constant(prompts, completions, **kw):
+    return [1.0] * len(completions)
+
+
+REWARDS = {f.__name__: f for f in (copy_digit, first_digit, constant)}
+
+# DAPO dynamic sampling on the run above. With seed 2 and first_digit, step 1 keeps 2 groups after 3 rounds
+# (10 dropped) and step 2 keeps 3 (9 dropped): the rounds run out, and 3 groups split 2 + 1 over 2 ranks.
+DYNAMIC = ["algorithm.dynamic_sampling=true", "train.seed=2", "train.steps=2", "train.save_every=0"]
+ALL_DROPPED = ["algorithm.dynamic_sampling=true", "algorithm.max_sampling_rounds=2", "train.steps=1"]
+
+
+def make_trainer(run_dir: Path, *overrides: str, reward: str = "copy_digit"):
     from thinkrl.testing import char_tokenizer, tiny_model
     from thinkrl.train import GRPOTrainer
 
     tok = char_tokenizer("0123456789=")
     cfg = load_config(None, [*OVERRIDES, f"train.output_dir={run_dir}", *overrides])
     model = tiny_model("llama", len(tok), seed=0)
-    return GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=[copy_digit], train_rows=DIGITS)
+    return GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=[REWARDS[reward]], train_rows=DIGITS)
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -71,13 +88,23 @@ def worker(run_dir: Path, out_dir: Path) -> None:
     dist.destroy()
 
 
+def dynamic_worker(run_dir: Path, out_dir: Path) -> None:
+    """One rank: a run whose every group has zero spread, then the 2-step dynamic-sampling run."""
+    rank = int(os.environ["RANK"])
+    dropped = make_trainer(run_dir / "all_dropped", *ALL_DROPPED, reward="constant").train()
+    trainer = make_trainer(run_dir / "dynamic", *DYNAMIC, reward="first_digit")
+    out = {"all_dropped": dropped, "dynamic": trainer.train()}
+    torch.save({**out, "params": params(trainer.model)}, out_dir / f"dynamic_rank{rank}.pt")
+    dist.destroy()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _launch(world: int, run_dir: Path, out_dir: Path) -> None:
+def _launch(world: int, run_dir: Path, out_dir: Path, *mode: str) -> None:
     port = _free_port()
     procs = []
     for rank in range(world):
@@ -85,7 +112,7 @@ def _launch(world: int, run_dir: Path, out_dir: Path) -> None:
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
         procs.append(
             subprocess.Popen(
-                [sys.executable, __file__, str(run_dir), str(out_dir)],
+                [sys.executable, __file__, str(run_dir), str(out_dir), *mode],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -154,6 +181,49 @@ def test_two_ranks_match_one_process_and_resume(tmp_path, monkeypatch):
     _assert_close(params(resumed.model), ref_final)
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, monkeypatch):
+    """DAPO dynamic sampling with 2 ranks keeps the groups one process keeps, in its order, so the update (2
+    minibatches drawn from the global rows) and the metrics are one process's; a step whose every group has
+    zero spread is skipped on both ranks, without a hang."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(2, tmp_path / "dp", out, "dynamic")
+    ranks = [torch.load(out / f"dynamic_rank{r}.pt") for r in range(2)]
+
+    for res in ranks:  # every round dropped every group: both ranks logged the step and returned
+        (m,) = res["all_dropped"]
+        assert m["skipped"] == 1.0 and m["dynamic/dropped_groups"] == 8 and m["dynamic/rounds"] == 2
+    assert _metrics(tmp_path / "dp" / "all_dropped")[0]["skipped"] == 1.0
+
+    ref = make_trainer(tmp_path / "single", *DYNAMIC, reward="first_digit")
+    ref_hist = ref.train()
+    # the precondition: groups were dropped and more rounds sampled; step 2 keeps an odd number of groups
+    assert ref_hist[0]["dynamic/dropped_groups"] > 0 and ref_hist[0]["dynamic/rounds"] > 1
+    assert [h["completions"] for h in ref_hist] == [8, 12]
+    for k in ranks[0]["params"]:  # replicas stay bit-identical
+        assert torch.equal(ranks[0]["params"][k], ranks[1]["params"][k]), k
+    _assert_close(ranks[0]["params"], params(ref.model))
+    dp_metrics = _metrics(tmp_path / "dp" / "dynamic")
+    for res in ranks:  # the dynamic-sampling counts are global: the same on both ranks as in one process
+        for m, r in zip(res["dynamic"], ref_hist):
+            for key in ("dynamic/dropped_groups", "dynamic/rounds", "completions"):
+                assert m[key] == r[key], key
+    for m, r in zip(dp_metrics, ref_hist):
+        for key in ("reward/mean", "reward/std", "completion/len_mean", "groups/zero_spread_frac"):
+            assert m[key] == pytest.approx(r[key], abs=1e-6), key
+        assert m["train/loss"] == pytest.approx(r["train/loss"], abs=1e-5)
+
+
+def test_dynamic_sampling_with_fsdp_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match=r"dynamic_sampling=true is not supported with train\.fsdp=true"):
+        make_trainer(tmp_path / "run", "train.steps=1", "algorithm.dynamic_sampling=true", "train.fsdp=true")
+
+
 def test_prompts_per_step_must_divide_by_world_size(tmp_path, monkeypatch):
     # WORLD_SIZE is read before any process group is joined, so the check fires without other ranks
     monkeypatch.setenv("WORLD_SIZE", "3")
@@ -189,4 +259,4 @@ def test_first_row_gives_a_rank_the_rows_of_one_process():
 
 
 if __name__ == "__main__":  # a rank launched by _launch
-    worker(Path(sys.argv[1]), Path(sys.argv[2]))
+    (dynamic_worker if sys.argv[3:] == ["dynamic"] else worker)(Path(sys.argv[1]), Path(sys.argv[2]))

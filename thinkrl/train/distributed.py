@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,10 +88,12 @@ def check_world_size(cfg: Config, w: int) -> None:
             f"(each rank samples whole groups); set it to a multiple of {w}, e.g. "
             f"{-(-r.prompts_per_step // w) * w}, or launch {math.gcd(r.prompts_per_step, w)} processes"
         )
-    if w > 1 and a.dynamic_sampling:
+    if cfg.train.fsdp and a.dynamic_sampling:
         raise ConfigError(
-            "algorithm.dynamic_sampling=true is not supported with data parallelism yet (which groups are "
-            "kept depends on every rank's rewards); run one process or set algorithm.dynamic_sampling=false"
+            "algorithm.dynamic_sampling=true is not supported with train.fsdp=true yet (when the sampling "
+            "rounds run out, ranks may hold unequal numbers of kept groups, and FSDP's log-prob passes need "
+            "equal micro-batch counts on every rank); use plain data parallelism (train.fsdp=false) or set "
+            "algorithm.dynamic_sampling=false"
         )
 
 
@@ -156,6 +159,19 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(pad) for _ in lens]
     dist.all_gather(parts, pad)
     return torch.cat([p[:n] for p, n in zip(parts, lens)]).to(t.device)
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """``obj`` of every rank (any picklable value: tensors, strings, dataclasses), in rank order.
+
+    >>> all_gather_objects({"texts": ["a"]})  # one process: a list of the input
+    [{'texts': ['a']}]
+    """
+    if not is_active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)  # pickled; on NCCL moved through the current CUDA device
+    return out
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:

@@ -225,34 +225,43 @@ class GRPOTrainer:
         self, timings: dict[str, float]
     ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor], list[int], dict]:
         """Sample G completions for each of P prompts and score them; with dynamic sampling, drop groups whose
-        rewards are all equal and sample more prompts (at most ``max_sampling_rounds`` rounds)."""
+        rewards are all equal and sample more prompts (at most ``max_sampling_rounds`` rounds).
+
+        Data parallel with dynamic sampling: each rank samples and scores its share of a round, then every rank
+        gathers the whole round, keeps the groups one process keeps and, at the end, takes its contiguous share
+        of them, so the rows are in one process's order (docs/scaling.md)."""
         r, a = self.cfg.rollout, self.cfg.algorithm
+        gather_rounds = a.dynamic_sampling and self.dist.enabled
         parts, rewards, per_fn, row_ids = [], [], [], []
         kept_groups = dropped_groups = 0
         for round_ in range(a.max_sampling_rounds if a.dynamic_sampling else 1):
             idx = self._next_prompt_indices(r.prompts_per_step)  # the global order, the same on every rank
             lo, hi = dist.shard_range(len(idx), self.dist)  # this rank's contiguous share of whole groups
-            idx = idx[lo:hi]
             with timed(timings, "generate"):
                 rollout = self.engine.generate(
-                    [self.train_prompt_ids[i] for i in idx], self.sampling_params(round_, lo * r.group_size)
+                    [self.train_prompt_ids[i] for i in idx[lo:hi]],
+                    self.sampling_params(round_, lo * r.group_size),
                 )
                 rollout = rollout.to("cpu")
             with timed(timings, "reward"):
-                out = self._score(rollout, idx)
+                out = self._score(rollout, idx[lo:hi])
+            total, fns = out.total, out.per_function
+            # data parallel + dynamic sampling: every rank sees the whole round, so keeps what one process keeps
+            if gather_rounds:
+                rollout, total, fns = _gather_round(rollout, total, fns, self.tokenizer.pad_token_id)
+            else:
+                idx = idx[lo:hi]
             if a.dynamic_sampling:
-                keep = ~zero_spread_groups(out.total, rollout.group_ids)
+                keep = ~zero_spread_groups(total, rollout.group_ids)
                 dropped_groups += len(idx) - int(keep.sum()) // r.group_size
                 rows = keep.nonzero().squeeze(-1)
                 rows = rows[: max(0, (r.prompts_per_step - kept_groups) * r.group_size)]
                 if rows.numel() == 0:
                     continue
                 kept_idx = [idx[g] for g in torch.unique(rollout.group_ids[rows]).tolist()]
-                rollout, total = select_rows(rollout, rows), out.total[rows]
-                fns = {k: v[rows] for k, v in out.per_function.items()}
+                rollout, total = select_rows(rollout, rows), total[rows]
+                fns = {k: v[rows] for k, v in fns.items()}
                 idx = kept_idx
-            else:
-                total, fns = out.total, out.per_function
             parts.append(rollout)
             rewards.append(total)
             per_fn.append(fns)
@@ -260,21 +269,22 @@ class GRPOTrainer:
             kept_groups += len(idx)
             if kept_groups >= r.prompts_per_step:
                 break
-        if not parts:  # every group of every round had zero spread: train on nothing, but log it
-            return (
-                None,
-                None,
-                {},
-                [],
-                {"dynamic/dropped_groups": dropped_groups, "dynamic/rounds": round_ + 1},
-            )
-        rollout = cat_rollouts(parts, self.tokenizer.pad_token_id)
-        fn_names = per_fn[0].keys()
-        merged = {k: torch.cat([p[k] for p in per_fn]) for k in fn_names}
         extra = {}
         if a.dynamic_sampling:
             extra = {"dynamic/dropped_groups": dropped_groups, "dynamic/rounds": round_ + 1}
-        return rollout, torch.cat(rewards), merged, row_ids, extra
+        # every group of every round had zero spread (or, data parallel, fewer kept groups than ranks: a rank
+        # would train on nothing): train on nothing, but log it. The same decision on every rank.
+        if kept_groups < (self.dist.world_size if gather_rounds else 1):
+            return None, None, {}, [], extra
+        rollout = cat_rollouts(parts, self.tokenizer.pad_token_id)
+        total = torch.cat(rewards)
+        merged = {k: torch.cat([p[k] for p in per_fn]) for k in per_fn[0]}
+        if gather_rounds:  # this rank's contiguous share of the kept groups (shares differ by at most one)
+            lo, hi = _split_range(kept_groups, self.dist)
+            rows = ((rollout.group_ids >= lo) & (rollout.group_ids < hi)).nonzero().squeeze(-1)
+            rollout, total, row_ids = select_rows(rollout, rows), total[rows], row_ids[lo:hi]
+            merged = {k: v[rows] for k, v in merged.items()}
+        return rollout, total, merged, row_ids, extra
 
     def _score(self, rollout: Rollout, idx: list[int]):
         groups = rollout.group_ids.tolist()
@@ -375,8 +385,8 @@ class GRPOTrainer:
                     micros = fsdp.pad_micro_batches(micros, batch)
                 for micro in micros:
                     stats = self._micro_step(micro, on_policy, num_seqs, num_tokens)
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, torch.zeros(())) + v
+                    for k, v in stats.items():  # on the model's device: no host sync per micro-batch
+                        sums[k] = sums[k] + v if k in sums else v
                     tokens_seen = tokens_seen + micro.mask.sum()
                 # SUM: the normalisers above are already global (FSDP shards were reduce-scattered in backward)
                 dist.all_reduce_grads(self.trainable)
@@ -385,7 +395,8 @@ class GRPOTrainer:
                 self.scheduler.step()
         # token-weighted metric sums and the loss (already globally normalised) summed over ranks: one collective
         keys = sorted(sums)
-        totals = dist.all_reduce_sum(torch.stack([tokens_seen.float(), *[sums[k].float() for k in keys]]))
+        local = torch.stack([sums[k].float() for k in keys]).cpu() if keys else torch.zeros(0)  # the one copy
+        totals = dist.all_reduce_sum(torch.cat([tokens_seen.float().view(1), local]))
         sums, tokens_seen = dict(zip(keys, totals[1:])), totals[0]
         out = {k: v / tokens_seen.clamp(min=1) for k, v in sums.items() if k != "loss"}
         out["loss"] = sums["loss"] / (a.ppo_epochs * a.num_minibatches)
@@ -421,17 +432,17 @@ class GRPOTrainer:
             per_token, mask, a.loss_agg, num_seqs=num_seqs, num_tokens=num_tokens, max_len=r.max_new_tokens
         )
         loss.backward()
-        with torch.no_grad():
-            n_tok = mask.sum().cpu()
-            stats = {k: v.detach().float().cpu() * n_tok for k, v in pl_metrics.items()}
-            stats["entropy"] = (entropy.detach() * mask).sum().cpu()
+        with torch.no_grad():  # left on the device: _update copies all of a step's sums to the host at once
+            n_tok = mask.sum()
+            stats = {k: v.detach().float() * n_tok for k, v in pl_metrics.items()}
+            stats["entropy"] = (entropy.detach() * mask).sum()
             # engine vs trainer on the same tokens: 0 up to numerics for the built-in engine
             stats["logprob_mismatch"] = (
-                ((logp.detach() - micro.sampler_logp.to(logp.device)).abs() * mask).sum().cpu()
-            )
+                (logp.detach() - micro.sampler_logp.to(logp.device)).abs() * mask
+            ).sum()
             if kl is not None:
-                stats["kl"] = (kl.detach() * mask).sum().cpu()
-            stats["loss"] = loss.detach().cpu()
+                stats["kl"] = (kl.detach() * mask).sum()
+            stats["loss"] = loss.detach()
         return stats
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -530,6 +541,24 @@ class GRPOTrainer:
         self.step, self.data_epoch, self.data_pos = state["step"], state["data_epoch"], state["data_pos"]
         self._order = self._epoch_order(self.data_epoch)
         set_rng_state(state["rng"])
+
+
+def _gather_round(
+    rollout: Rollout, total: torch.Tensor, per_fn: dict[str, torch.Tensor], pad_id: int
+) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
+    """Every rank's scored share of a sampling round, concatenated in rank order: the whole round, as one
+    process samples it (group ids 0..P-1 in the global prompt order). One collective."""
+    shares = dist.all_gather_objects((rollout, total, per_fn))
+    whole = cat_rollouts([s[0] for s in shares], pad_id)
+    return whole, torch.cat([s[1] for s in shares]), {k: torch.cat([s[2][k] for s in shares]) for k in per_fn}
+
+
+def _split_range(total: int, info: dist.DistInfo) -> tuple[int, int]:
+    """``[start, end)`` of rank ``info.rank``'s contiguous share of ``total`` items; the first
+    ``total % world_size`` ranks hold one more (``dist.shard_range`` when it divides)."""
+    per, extra = divmod(total, info.world_size)
+    start = info.rank * per + min(info.rank, extra)
+    return start, start + per + (info.rank < extra)
 
 
 def _length_sorted_chunks(batch: TrainBatch, size: int, by_group: bool = False) -> list[torch.Tensor]:
