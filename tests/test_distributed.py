@@ -89,12 +89,18 @@ def worker(run_dir: Path, out_dir: Path) -> None:
 
 
 def dynamic_worker(run_dir: Path, out_dir: Path) -> None:
-    """One rank: a run whose every group has zero spread, then the 2-step dynamic-sampling run."""
+    """One rank: a run whose every group has zero spread, then the 2-step dynamic-sampling run, plain data
+    parallel and then FSDP (whose log-prob passes must pad the rank that holds fewer kept groups)."""
+    from thinkrl.train import fsdp
+
     rank = int(os.environ["RANK"])
     dropped = make_trainer(run_dir / "all_dropped", *ALL_DROPPED, reward="constant").train()
     trainer = make_trainer(run_dir / "dynamic", *DYNAMIC, reward="first_digit")
-    out = {"all_dropped": dropped, "dynamic": trainer.train()}
-    torch.save({**out, "params": params(trainer.model)}, out_dir / f"dynamic_rank{rank}.pt")
+    out = {"all_dropped": dropped, "dynamic": trainer.train(), "params": params(trainer.model)}
+    sharded = make_trainer(run_dir / "dynamic_fsdp", *DYNAMIC, "train.fsdp=true", reward="first_digit")
+    out["fsdp"] = sharded.train()
+    out["fsdp_params"] = fsdp.full_state_dict(sharded.model)  # gathered on rank 0, {} elsewhere
+    torch.save(out, out_dir / f"dynamic_rank{rank}.pt")
     dist.destroy()
 
 
@@ -184,8 +190,8 @@ def test_two_ranks_match_one_process_and_resume(tmp_path, monkeypatch):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, monkeypatch):
     """DAPO dynamic sampling with 2 ranks keeps the groups one process keeps, in its order, so the update (2
-    minibatches drawn from the global rows) and the metrics are one process's; a step whose every group has
-    zero spread is skipped on both ranks, without a hang."""
+    minibatches drawn from the global rows) and the metrics are one process's, with plain data parallelism
+    and with FSDP; a step whose every group has zero spread is skipped on both ranks, without a hang."""
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     out = tmp_path / "out"
@@ -215,13 +221,10 @@ def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, mon
         for key in ("reward/mean", "reward/std", "completion/len_mean", "groups/zero_spread_frac"):
             assert m[key] == pytest.approx(r[key], abs=1e-6), key
         assert m["train/loss"] == pytest.approx(r["train/loss"], abs=1e-5)
-
-
-def test_dynamic_sampling_with_fsdp_is_rejected(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    with pytest.raises(ConfigError, match=r"dynamic_sampling=true is not supported with train\.fsdp=true"):
-        make_trainer(tmp_path / "run", "train.steps=1", "algorithm.dynamic_sampling=true", "train.fsdp=true")
+    # FSDP: step 2's 3 kept groups split 2 + 1, so rank 1 pads its old/reference passes (else: a hang)
+    _assert_close(ranks[0]["fsdp_params"], params(ref.model))
+    for res in ranks:
+        assert [m["dynamic/rounds"] for m in res["fsdp"]] == [r["dynamic/rounds"] for r in ref_hist]
 
 
 def test_prompts_per_step_must_divide_by_world_size(tmp_path, monkeypatch):

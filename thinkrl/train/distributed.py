@@ -76,7 +76,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
 def check_world_size(cfg: Config, w: int) -> None:
     """Reject settings that cannot run on ``w`` processes, before any process group is joined (so every rank
     fails alike), each with the fix in the message."""
-    r, a = cfg.rollout, cfg.algorithm
+    r = cfg.rollout
     if cfg.train.fsdp and w == 1:
         raise ConfigError(
             "train.fsdp=true needs more than one process: launch with `torchrun --nproc-per-node N` "
@@ -87,13 +87,6 @@ def check_world_size(cfg: Config, w: int) -> None:
             f"rollout.prompts_per_step={r.prompts_per_step} does not divide by the {w} data-parallel ranks "
             f"(each rank samples whole groups); set it to a multiple of {w}, e.g. "
             f"{-(-r.prompts_per_step // w) * w}, or launch {math.gcd(r.prompts_per_step, w)} processes"
-        )
-    if cfg.train.fsdp and a.dynamic_sampling:
-        raise ConfigError(
-            "algorithm.dynamic_sampling=true is not supported with train.fsdp=true yet (when the sampling "
-            "rounds run out, ranks may hold unequal numbers of kept groups, and FSDP's log-prob passes need "
-            "equal micro-batch counts on every rank); use plain data parallelism (train.fsdp=false) or set "
-            "algorithm.dynamic_sampling=false"
         )
 
 

@@ -299,10 +299,16 @@ class GRPOTrainer:
     def _score_tokens(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
         """Log-probs (N, T) under ``model`` for all rows, in micro-batches."""
         out = torch.zeros_like(batch.sampler_logp)
-        for rows in _length_sorted_chunks(batch, self.cfg.train.micro_batch_size, self.share_prompt):
-            sub = batch.rows(rows)
+        chunks: list[torch.Tensor | None] = list(
+            _length_sorted_chunks(batch, self.cfg.train.micro_batch_size, self.share_prompt)
+        )
+        if self.fsdp:  # FSDP forwards are collectives: a rank with fewer rows runs row 0 again, discarded
+            chunks += [None] * (int(dist.all_reduce_max(torch.tensor(len(chunks)))) - len(chunks))
+        for rows in chunks:
+            sub = batch.rows(torch.tensor([0]) if rows is None else rows)
             logp, _ = forward_logprobs(model, sub, self.cfg.rollout.temperature, **self.logprob_kw)
-            out[rows, : logp.shape[1]] = logp.float().cpu()
+            if rows is not None:
+                out[rows, : logp.shape[1]] = logp.float().cpu()
         return out
 
     def train_step(self) -> dict[str, float]:
