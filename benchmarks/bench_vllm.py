@@ -39,6 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 256], help="completion lengths L")
     p.add_argument("--repeats", type=int, default=3, help="measured generate calls per engine and length")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--vllm-compile",
+        action="store_true",
+        help="let vLLM compile its model (enforce_eager=False; slower start) instead of running it eagerly",
+    )
+    p.add_argument(
+        "--fast-decode",
+        choices=("on", "off"),
+        default="on",
+        help="the built-in engine's own decode step (rollout.fast_decode); off: the model's forward per step",
+    )
     p.add_argument("--json-out", default=None)
     return p.parse_args(argv)
 
@@ -67,9 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
 
     start = time.perf_counter()
-    vllm_engine = VLLMEngine(model, tok, seed=0, max_model_len=max(args.lengths) + 64, kv_cache_gib=1.0)
+    vllm_engine = VLLMEngine(
+        model,
+        tok,
+        seed=0,
+        max_model_len=max(args.lengths) + 64,
+        kv_cache_gib=1.0,
+        enforce_eager=not args.vllm_compile,
+    )
     startup = time.perf_counter() - start
-    engines = {"builtin": HFEngine(model, tok), "vllm": vllm_engine}
+    engines = {"builtin": HFEngine(model, tok, fast_decode=args.fast_decode == "on"), "vllm": vllm_engine}
     results = []
     for length in args.lengths:
         params = SamplingParams(n=args.group, max_new_tokens=length, seed=0)
