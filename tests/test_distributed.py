@@ -242,6 +242,13 @@ def test_single_process_helpers_are_identity():
     assert torch.equal(dist.all_reduce_sum(t), t) and torch.equal(dist.all_gather_tensor(t), t)
     assert dist.is_main()
     assert dist.shard_range(8, dist.DistInfo(rank=1, world_size=4)) == (2, 4)
+    # uneven (dynamic sampling's kept groups): the first ranks hold one more, the shares tile [0, total)
+    assert [dist.shard_range(7, dist.DistInfo(rank=r, world_size=3)) for r in range(3)] == [
+        (0, 3),
+        (3, 5),
+        (5, 7),
+    ]
+    assert dist.all_gather_objects({"a": 1}) == [{"a": 1}]
 
 
 def test_first_row_gives_a_rank_the_rows_of_one_process():

@@ -237,15 +237,17 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
 
 
 def shard_range(total: int, info: DistInfo) -> tuple[int, int]:
-    """``[start, end)`` of rank ``info.rank``'s contiguous share of ``total`` items (total divisible).
+    """``[start, end)`` of rank ``info.rank``'s contiguous share of ``total`` items; when they do not divide,
+    the first ``total % world_size`` ranks hold one more.
 
     >>> shard_range(8, DistInfo(rank=1, world_size=2))
     (4, 8)
+    >>> [shard_range(3, DistInfo(rank=r, world_size=2)) for r in range(2)]
+    [(0, 2), (2, 3)]
     """
-    if total % info.world_size:
-        raise ValueError(f"{total} items cannot be split evenly over {info.world_size} ranks")
-    per = total // info.world_size
-    return info.rank * per, (info.rank + 1) * per
+    per, extra = divmod(total, info.world_size)
+    start = info.rank * per + min(info.rank, extra)
+    return start, start + per + (info.rank < extra)
 
 
 def destroy() -> None:

@@ -280,7 +280,7 @@ class GRPOTrainer:
         total = torch.cat(rewards)
         merged = {k: torch.cat([p[k] for p in per_fn]) for k in per_fn[0]}
         if gather_rounds:  # this rank's contiguous share of the kept groups (shares differ by at most one)
-            lo, hi = _split_range(kept_groups, self.dist)
+            lo, hi = dist.shard_range(kept_groups, self.dist)
             rows = ((rollout.group_ids >= lo) & (rollout.group_ids < hi)).nonzero().squeeze(-1)
             rollout, total, row_ids = select_rows(rollout, rows), total[rows], row_ids[lo:hi]
             merged = {k: v[rows] for k, v in merged.items()}
@@ -557,14 +557,6 @@ def _gather_round(
     shares = dist.all_gather_objects((rollout, total, per_fn))
     whole = cat_rollouts([s[0] for s in shares], pad_id)
     return whole, torch.cat([s[1] for s in shares]), {k: torch.cat([s[2][k] for s in shares]) for k in per_fn}
-
-
-def _split_range(total: int, info: dist.DistInfo) -> tuple[int, int]:
-    """``[start, end)`` of rank ``info.rank``'s contiguous share of ``total`` items; the first
-    ``total % world_size`` ranks hold one more (``dist.shard_range`` when it divides)."""
-    per, extra = divmod(total, info.world_size)
-    start = info.rank * per + min(info.rank, extra)
-    return start, start + per + (info.rank < extra)
 
 
 def _length_sorted_chunks(batch: TrainBatch, size: int, by_group: bool = False) -> list[torch.Tensor]:
