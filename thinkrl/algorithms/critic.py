@@ -38,7 +38,8 @@ def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     m = mask.bool()
     t = mask.shape[1]
     position = torch.arange(t, device=mask.device).expand_as(m)  # (N, T)
-    last = torch.where(m, position, torch.full_like(position, -1)).amax(-1, keepdim=True)  # (N, 1); -1 = empty
+    # (N, 1) index of each row's last masked token; -1 for an empty row, which then matches nothing
+    last = torch.where(m, position, torch.full_like(position, -1)).amax(-1, keepdim=True)
     at_last = (position == last) & m  # (N, T)
     return torch.where(at_last, rewards.unsqueeze(-1).to(torch.float32), torch.zeros((), dtype=torch.float32))
 

@@ -315,7 +315,9 @@ def get_policy_loss_fn(name: str) -> PolicyLossFn:
 def _options_of(fn: PolicyLossFn) -> dict[str, object]:
     params = inspect.signature(fn).parameters.values()
     return {
-        p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _SHARED
+        p.name: p.default
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _SHARED
     }
 
 

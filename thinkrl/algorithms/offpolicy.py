@@ -58,7 +58,11 @@ def _log_ratios(
     trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, level: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token log-ratios (N, T) (0 on padding) and the log-ratio each token's weight uses (token's or row sum)."""
-    if trainer_logp.dim() != 2 or sampler_logp.shape != trainer_logp.shape or mask.shape != trainer_logp.shape:
+    if (
+        trainer_logp.dim() != 2
+        or sampler_logp.shape != trainer_logp.shape
+        or mask.shape != trainer_logp.shape
+    ):
         raise ValueError(
             f"trainer_logp, sampler_logp and mask must all be (N, T); got {tuple(trainer_logp.shape)}, "
             f"{tuple(sampler_logp.shape)}, {tuple(mask.shape)}"
