@@ -27,6 +27,7 @@ from .ratios import (
     masked_loss,
     ratio_metrics,
     refuse,
+    token_advantages,
 )
 
 
@@ -94,8 +95,7 @@ def clip_cov_loss(
     if clip_cov_lb >= clip_cov_ub:
         raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {clip_cov_lb}, {clip_cov_ub}")
     m = mask.bool()
-    adv = advantages.detach()
-    adv = (adv.unsqueeze(-1) if adv.dim() == 1 else adv).expand_as(logp)  # (N, T)
+    adv = token_advantages(advantages).expand_as(logp)  # (N, T) detached
     ratio = importance_ratio(logp, old_logp, mask)  # (N, T)
     pg1 = -adv * ratio
     pg2 = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
@@ -155,8 +155,7 @@ def kl_cov_loss(
     if kl_cov_coef < 0:
         raise ValueError(f"kl_cov_coef must be >= 0, got {kl_cov_coef}")
     m = mask.bool()
-    adv = advantages.detach()
-    adv = (adv.unsqueeze(-1) if adv.dim() == 1 else adv).expand_as(logp)  # (N, T)
+    adv = token_advantages(advantages).expand_as(logp)  # (N, T) detached
     ratio = importance_ratio(logp, old_logp, mask)  # (N, T)
     log_ratio = torch.where(m, logp - old_logp, torch.zeros_like(logp))
     with torch.no_grad():
