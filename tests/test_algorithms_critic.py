@@ -40,7 +40,8 @@ def _verl_gae(token_level_rewards, values, response_mask, gamma, lam):
 def _trl_ppo_gae(rewards, values, mask, gamma, lam):
     """TRL PPOTrainer (huggingface/trl trl/trainer/ppo_trainer.py), transcribed: values and rewards are 0 on
     padding; for t reversed: nextvalues = V_{t+1} (0 at the end); delta = r_t + gamma nextvalues - V_t;
-    lastgaelam = delta + gamma lam lastgaelam; returns = A + V; A = masked_whiten(A, ~padding), 0 on padding."""
+    lastgaelam = delta + gamma lam lastgaelam; returns = A + V; A = masked_whiten(A, ~padding), 0 on
+    padding."""
     values = values * mask
     rewards = rewards * mask
     t_len = rewards.shape[1]

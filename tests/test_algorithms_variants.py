@@ -87,7 +87,7 @@ def test_cispo_matches_verl():
 
 
 def test_cispo_paper_objective_gradient():
-    # MiniMax-M1 eq. 4: J = 1/sum|o_i| sum_i sum_t sg(r_hat) A log pi ; r_hat = clip(r, 1 - eps_low, 1 + eps_high).
+    # MiniMax-M1 eq. 4: J = 1/sum|o_i| sum_i sum_t sg(r_hat) A log pi, r_hat = clip(r, 1 - e_low, 1 + e_high).
     # Its gradient is sum sg(r_hat) A grad log pi / tokens; ours (token_mean of the loss) is minus that.
     logp0, old, adv, mask = _random_batch(23)
     _, grad, _, _ = _ours("cispo", logp0, old, adv, mask, "token_mean", clip_low=0.2, clip_high=0.28)
@@ -125,7 +125,8 @@ def test_sapo_on_policy_gradient_is_plain_policy_gradient():
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_sapo_matches_trl_and_verl(level):
-    """TRL loss_type="sapo": temperatures = where(A > 0, pos, neg); per_token = -sigmoid(t (coef - 1)) * 4 / t * A;
+    """TRL loss_type="sapo": temperatures = where(A > 0, pos, neg);
+    per_token = -sigmoid(t (coef - 1)) * 4 / t * A;
     aggregated like "grpo" (mean over rows of the row's token mean). verl compute_policy_loss_sapo: the same
     gate on exp(clamp(logp - old, -20, 20)), seq-mean-token-mean. TRL's sequence level differentiates
     through the row mean of log-ratios, a (B, 1) coefficient."""
@@ -182,7 +183,8 @@ def test_gmpo_matches_paper_formula():
 
 def test_gmpo_matches_verl_geo_mean_with_is_weights():
     """verl compute_policy_loss_geo_mean, transcribed: nkl = logp - old; sgn = sign(A);
-    nkl_min = sgn * min(sgn * nkl, sgn * clamp(nkl, -low, high)); ratio = exp(sum(nkl_min m) / (sum m + 1e-8));
+    nkl_min = sgn * min(sgn * nkl, sgn * clamp(nkl, -low, high));
+    ratio = exp(sum(nkl_min m) / (sum m + 1e-8));
     A_seq = sum(A m) / (sum m + 1e-8); pg = -A_seq ratio; w_seq = exp(sum(log(w + 1e-10) m) / (sum m + 1e-8));
     loss = mean(pg * w_seq) over all rows (empty rows: 0)."""
     logp0, old, adv, mask = _random_batch(27, spread=0.6)

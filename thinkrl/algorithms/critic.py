@@ -33,7 +33,8 @@ def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     """
     if rewards.dim() != 1 or mask.dim() != 2 or rewards.shape[0] != mask.shape[0]:
         raise ValueError(
-            f"rewards must be (N,) and mask (N, T) with the same N; got {tuple(rewards.shape)}, {tuple(mask.shape)}"
+            "rewards must be (N,) and mask (N, T) with the same N; "
+            f"got {tuple(rewards.shape)}, {tuple(mask.shape)}"
         )
     m = mask.bool()
     t = mask.shape[1]

@@ -200,10 +200,10 @@ def sapo_loss(
     """SAPO (Soft Adaptive Policy Optimization, Qwen, arXiv 2511.20347): ``-f(r) A`` with the soft gate
     ``f(r) = sigmoid(tau (r - 1)) * 4 / tau``, ``tau = sapo_tau_pos`` where ``A > 0`` else ``sapo_tau_neg``.
 
-    Instead of PPO's hard cut, the gradient weight ``f'(r) r = 4 sigmoid(z) (1 - sigmoid(z)) r`` (z = tau (r - 1))
-    is 1 on-policy and decays smoothly as the ratio leaves 1; a larger tau shrinks the trust region faster.
-    ``sapo_tau_neg > sapo_tau_pos`` damps negative-advantage tokens harder, which the paper finds stabilises
-    training (defaults 1.0 / 1.05 as TRL ``sapo_temperature_pos/neg`` and verl ``tau_pos/tau_neg``). The
+    Instead of PPO's hard cut, the gradient weight ``f'(r) r = 4 sigmoid(z) (1 - sigmoid(z)) r``
+    (z = tau (r - 1)) is 1 on-policy and goes smoothly to 0 as the ratio moves far from 1, faster for a
+    larger tau. ``sapo_tau_neg > sapo_tau_pos`` damps negative-advantage tokens harder, which the paper
+    finds stabilises training (defaults 1.0 / 1.05 as TRL ``sapo_temperature_pos/neg`` and verl ``tau_pos/tau_neg``). The
     source aggregates per sequence (``seq_mean_token_mean``). ``clip_low``/``clip_high`` are not used.
 
     Shapes as ``ppo_clip_loss``. Metrics: the clip fractions are 0 (no hard clip, as verl reports);

@@ -57,7 +57,8 @@ def truncated_is_weights(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor,
 def _log_ratios(
     trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, level: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token log-ratios (N, T) (0 on padding) and the log-ratio each token's weight uses (token's or row sum)."""
+    """Token log-ratios (N, T), 0 on padding, and the log-ratio each token's weight uses (its own or the row
+    sum)."""
     if (
         trainer_logp.dim() != 2
         or sampler_logp.shape != trainer_logp.shape
@@ -180,8 +181,9 @@ def token_mask(
     leaves the weight 1). The paper leaves the band ``[alpha, beta]`` a hyper-parameter; the defaults
     (0.5, 5) are those of the IcePop implementations (e.g. prime-rl's ``icepop_ratio_low/high``).
 
-    >>> w, m = token_mask(torch.log(torch.tensor([[0.9, 0.9, 0.1]])), torch.log(torch.tensor([[0.1, 0.6, 0.3]])),
-    ...                   torch.ones(1, 3))
+    >>> trainer = torch.log(torch.tensor([[0.9, 0.9, 0.1]]))
+    >>> sampler = torch.log(torch.tensor([[0.1, 0.6, 0.3]]))
+    >>> w, m = token_mask(trainer, sampler, torch.ones(1, 3))
     >>> w, m["is_masked_fraction"]  # rho = 9 (> 5, masked), 1.5 (kept), 1/3 (< 0.5, masked)
     (tensor([[0.0000, 1.5000, 0.0000]]), tensor(0.6667))
     """
@@ -196,9 +198,9 @@ def seq_mask(
     low: float | None = 0.5,
     high: float | None = 5.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sequence-level masked IS: the completion's ``prod_t rho_t`` on its tokens if it lies in ``[low, high]``,
-    else the whole completion gets 0 (TRL ``sequence_mask``, its default mode, with ``clip_max`` 3 and no
-    lower bound).
+    """Sequence-level masked IS: the completion's ``prod_t rho_t`` on its tokens if it lies in
+    ``[low, high]``, else the whole completion gets 0 (TRL ``sequence_mask``, its default mode, with
+    ``clip_max`` 3 and no lower bound).
 
     >>> w, m = seq_mask(torch.log(torch.tensor([[0.9, 0.9], [0.5, 0.5]])),
     ...                 torch.log(torch.tensor([[0.1, 0.9], [0.5, 0.5]])), torch.ones(2, 2))

@@ -50,7 +50,7 @@ def importance_ratio(
 def check_loss_inputs(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
 ) -> None:
-    """Raise ``ValueError`` naming the shapes unless logp, old_logp, mask are (N, T) and advantages (N,)/(N, T)."""
+    """``ValueError`` naming the shapes unless logp, old_logp, mask are (N, T), advantages (N,) or (N, T)."""
     if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
         raise ValueError(
             f"logp, old_logp and mask must all be (N, T); got {tuple(logp.shape)}, {tuple(old_logp.shape)}, "
@@ -76,7 +76,8 @@ def refuse(name: str, *, dual_clip: float | None = None, ratio_level: str | None
     """
     if dual_clip is not None:
         raise ValueError(
-            f"policy loss {name!r} has no dual clip (it applies to ppo_clip only); set algorithm.dual_clip=null"
+            f"policy loss {name!r} has no dual clip (it applies to ppo_clip only); "
+            "set algorithm.dual_clip=null"
         )
     if ratio_level is not None and ratio_level != "token":
         if ratio_level not in RATIO_LEVELS:
