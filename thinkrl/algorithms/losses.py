@@ -203,8 +203,9 @@ def sapo_loss(
     Instead of PPO's hard cut, the gradient weight ``f'(r) r = 4 sigmoid(z) (1 - sigmoid(z)) r``
     (z = tau (r - 1)) is 1 on-policy and goes smoothly to 0 as the ratio moves far from 1, faster for a
     larger tau. ``sapo_tau_neg > sapo_tau_pos`` damps negative-advantage tokens harder, which the paper
-    finds stabilises training (defaults 1.0 / 1.05 as TRL ``sapo_temperature_pos/neg`` and verl ``tau_pos/tau_neg``). The
-    source aggregates per sequence (``seq_mean_token_mean``). ``clip_low``/``clip_high`` are not used.
+    finds stabilises training (defaults 1.0 / 1.05 as TRL ``sapo_temperature_pos/neg`` and verl
+    ``tau_pos/tau_neg``). The source aggregates per sequence (``seq_mean_token_mean``). ``clip_low`` and
+    ``clip_high`` are not used.
 
     Shapes as ``ppo_clip_loss``. Metrics: the clip fractions are 0 (no hard clip, as verl reports);
     ``gate_weight_mean`` is the masked mean of the gradient weight ``f'(r) r`` (1 when on-policy).
