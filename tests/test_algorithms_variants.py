@@ -335,3 +335,13 @@ def test_every_policy_loss_learns_a_toy_task(name):
             opt.step()
     p0 = torch.softmax(logits, -1)[:, 0].mean().item()
     assert p0 > 0.6, (name, p0)
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_LOSSES))
+def test_extreme_log_ratios_and_advantages_stay_finite(name):
+    # a policy that moved far (log-ratios +-100) and huge advantages: clamps keep loss and gradient finite
+    logp = torch.tensor([[100.0, -100.0, 0.0], [50.0, -50.0, 3.0]], requires_grad=True)
+    loss, metrics = policy_loss(name, logp, torch.zeros(2, 3), torch.tensor([1e6, -1e6]), torch.ones(2, 3))
+    aggregate_loss(loss, torch.ones(2, 3), "token_mean").backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(logp.grad).all()
+    assert all(torch.isfinite(v).all() for v in metrics.values())
