@@ -25,6 +25,7 @@ from .ratios import (
     clip_metrics,
     importance_ratio,
     masked_loss,
+    ppo_clip_metrics,
     ratio_metrics,
     refuse,
     token_advantages,
@@ -107,13 +108,8 @@ def clip_cov_loss(
     loss = torch.where(selected, torch.zeros_like(pg1), torch.maximum(pg1, pg2))
     loss = masked_loss(loss, mask, is_weights)
 
-    with torch.no_grad():
-        r = ratio.detach()
-        metrics = {
-            **clip_metrics((r < 1.0 - clip_low) & (adv < 0), (r > 1.0 + clip_high) & (adv > 0), mask),
-            **ratio_metrics(r, logp, old_logp, mask),
-            "cov_selected_fraction": masked_mean(selected.float(), m),
-        }
+    metrics = ppo_clip_metrics(ratio, adv, logp, old_logp, mask, clip_low, clip_high)
+    metrics["cov_selected_fraction"] = masked_mean(selected.float(), m)
     return loss, metrics
 
 

@@ -30,6 +30,7 @@ from .ratios import (
     clip_metrics,
     importance_ratio,
     masked_loss,
+    ppo_clip_metrics,
     ratio_metrics,
     refuse,
     token_advantages,
@@ -89,14 +90,9 @@ def ppo_clip_loss(
         loss = torch.where(adv < 0, torch.minimum(loss, pg3), loss)
     loss = masked_loss(loss, mask, is_weights)
 
-    with torch.no_grad():
-        r = ratio.detach()
-        metrics = {
-            **clip_metrics((r < 1.0 - clip_low) & (adv < 0), (r > 1.0 + clip_high) & (adv > 0), mask),
-            **ratio_metrics(r, logp, old_logp, mask),
-        }
-        if dual_clip is not None:
-            metrics["dual_clip_fraction"] = masked_mean(dual_active.float(), mask.bool())
+    metrics = ppo_clip_metrics(ratio, adv, logp, old_logp, mask, clip_low, clip_high)
+    if dual_clip is not None:
+        metrics["dual_clip_fraction"] = masked_mean(dual_active.float().detach(), mask.bool())
     return loss, metrics
 
 

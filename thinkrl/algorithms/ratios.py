@@ -125,3 +125,22 @@ def clip_metrics(low: torch.Tensor, high: torch.Tensor, mask: torch.Tensor) -> d
         "low_clip_fraction": masked_mean(low.float(), m),
         "high_clip_fraction": masked_mean(high.float(), m),
     }
+
+
+@torch.no_grad()
+def ppo_clip_metrics(
+    ratio: torch.Tensor,
+    adv: torch.Tensor,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+) -> dict[str, torch.Tensor]:
+    """The clip fractions of PPO's hard clip (low: r < 1 - clip_low with A < 0; high: r > 1 + clip_high with
+    A > 0, TRL's definitions) and the ratio statistics."""
+    r = ratio.detach()
+    return {
+        **clip_metrics((r < 1.0 - clip_low) & (adv < 0), (r > 1.0 + clip_high) & (adv > 0), mask),
+        **ratio_metrics(r, logp, old_logp, mask),
+    }
