@@ -169,7 +169,20 @@ def test_kl_penalty_wrong_name():
 
 @pytest.mark.parametrize(
     "module",
-    ["_registry", "advantages", "aggregation", "entropy", "kl", "logprobs", "losses", "sampling"],
+    [
+        "_registry",
+        "advantages",
+        "aggregation",
+        "critic",
+        "dynamic_sampling",
+        "entropy",
+        "entropy_control",
+        "kl",
+        "logprobs",
+        "losses",
+        "offpolicy",
+        "ratios",
+    ],
 )
 def test_docstring_examples_run(module):
     mod = getattr(__import__("thinkrl.algorithms", fromlist=[module]), module)

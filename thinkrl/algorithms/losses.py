@@ -3,89 +3,42 @@
 Every loss in ``POLICY_LOSSES`` has the signature
 
     fn(logp (N,T), old_logp (N,T), advantages (N,) or (N,T), mask (N,T), *, clip_low, clip_high, dual_clip,
-       ratio_level, is_weights) -> (per_token_loss (N,T), metrics: dict[str, 0-dim tensor])
+       ratio_level, is_weights, **options) -> (per_token_loss (N,T), metrics: dict[str, 0-dim tensor])
 
-``per_token_loss`` is 0 on padded positions (``mask == 0``); reducing it to a scalar is
-``aggregation.aggregate_loss``'s job (token-mean vs seq-mean is a separate setting, as in verl).
-Metrics are detached 0-dim tensors: no ``.item()`` here, so logging costs one host sync per step.
+``options`` are the loss's own hyper-parameters (``loss_options(name)`` lists them, with the source's
+defaults); the shared keywords are the same for all. ``per_token_loss`` is 0 on padded positions
+(``mask == 0``); reducing it to a scalar is ``aggregation.aggregate_loss``'s job (token-mean vs seq-mean is a
+separate setting, as in verl). Metrics are detached 0-dim tensors: no ``.item()`` here, so logging costs one
+host sync per step. Every loss reports ``clip_fraction``, ``low_clip_fraction``, ``high_clip_fraction``,
+``ratio_mean``, ``ratio_max`` and ``ppo_kl`` (0 where a loss has no such clip), so logs keep their keys.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import torch
 
 from ._registry import lookup, masked_mean
+from .entropy_control import clip_cov_loss, kl_cov_loss
+from .ratios import (
+    LOG_RATIO_CLAMP,
+    check_clip_range,
+    check_loss_inputs,
+    clip_metrics,
+    importance_ratio,
+    masked_loss,
+    ppo_clip_metrics,
+    ratio_metrics,
+    refuse,
+    token_advantages,
+)
 
 PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
-# exp(20) ~ 4.9e8: far past any clip range, and far from float32 overflow (exp(88)); verl clamps the same.
-_LOG_RATIO_CLAMP = 20.0
-
-
-def importance_ratio(
-    logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, ratio_level: str = "token"
-) -> torch.Tensor:
-    """Importance ratio pi_theta / pi_old per token, (N, T) -> (N, T).
-
-    ``"token"`` (PPO/GRPO): ``r_t = exp(logp_t - old_logp_t)``.
-    ``"sequence"`` (GSPO, arXiv 2507.18071 eq. 7 and the GSPO-token variant eq. 13):
-    ``s_i = exp(mean_t over the masked tokens of (logp - old_logp))`` (length-normalised sequence ratio) and
-    ``s_{i,t} = sg(s_i) * exp(logp_t - sg(logp_t))``: its value is ``s_i`` on every token, its gradient
-    w.r.t. ``logp_t`` is ``s_i``. Averaged over the sequence's tokens this is exactly the gradient of
-    ``s_i`` itself (``s_i * mean_t grad logp_t``), while clipping acts on the whole sequence at once.
-    Log-ratios are clamped to [-20, 20] before ``exp``.
-
-    >>> lp, old, m = torch.tensor([[0.0, -1.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[1, 1]])
-    >>> importance_ratio(lp, old, m, "sequence")  # exp((0 - 1) / 2) on both tokens
-    tensor([[0.6065, 0.6065]])
-    """
-    log_ratio = logp - old_logp  # (N, T)
-    if ratio_level == "token":
-        return torch.exp(log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP))
-    if ratio_level == "sequence":
-        m = mask.bool()
-        lengths = m.sum(-1).clamp(min=1)  # (N,)  empty rows: ratio 1, contribute nothing anyway
-        seq_log_ratio = torch.where(m, log_ratio, torch.zeros_like(log_ratio)).sum(-1) / lengths  # (N,)
-        seq_log_ratio = seq_log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP).detach()
-        return torch.exp(seq_log_ratio.unsqueeze(-1) + logp - logp.detach())  # (N, T)
-    raise ValueError(f"unknown ratio_level {ratio_level!r}; valid names: ['sequence', 'token']")
-
-
-def _check_shapes(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
-) -> None:
-    if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
-        raise ValueError(
-            f"logp, old_logp and mask must all be (N, T); got {tuple(logp.shape)}, {tuple(old_logp.shape)}, "
-            f"{tuple(mask.shape)}"
-        )
-    if advantages.shape not in (logp.shape[:1], logp.shape):
-        raise ValueError(
-            f"advantages must be (N,) or (N, T) with N={logp.shape[0]}; got {tuple(advantages.shape)}"
-        )
-
-
-def _token_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """(N,) -> (N, 1) so it broadcasts over tokens; (N, T) unchanged. Always detached."""
-    adv = advantages.detach()
-    return adv.unsqueeze(-1) if adv.dim() == 1 else adv
-
-
-@torch.no_grad()
-def _ratio_metrics(
-    ratio: torch.Tensor, logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """ratio_mean / ratio_max over masked tokens and ppo_kl = masked mean of (old_logp - logp)."""
-    m = mask.bool()
-    r = ratio.float()
-    ratio_max = torch.where(m, r, torch.zeros_like(r)).amax() if r.numel() else r.new_zeros(())
-    return {
-        "ratio_mean": masked_mean(r, m),
-        "ratio_max": ratio_max,
-        "ppo_kl": masked_mean((old_logp - logp).float(), m),
-    }
+_SHARED = ("clip_low", "clip_high", "dual_clip", "ratio_level", "is_weights")
 
 
 def ppo_clip_loss(
@@ -120,15 +73,13 @@ def ppo_clip_loss(
     >>> m["clip_fraction"]
     tensor(0.5000)
     """
-    _check_shapes(logp, old_logp, advantages, mask)
-    if clip_low < 0 or clip_high < 0:
-        raise ValueError(f"clip_low and clip_high must be >= 0, got {clip_low}, {clip_high}")
+    check_loss_inputs(logp, old_logp, advantages, mask)
+    check_clip_range(clip_low, clip_high)
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(
             f"dual_clip must be > 1 (it caps the ratio of negative-advantage tokens), got {dual_clip}"
         )
-    m = mask.bool()
-    adv = _token_advantages(advantages)  # (N, 1) or (N, T)
+    adv = token_advantages(advantages)  # (N, 1) or (N, T)
     ratio = importance_ratio(logp, old_logp, mask, ratio_level)  # (N, T)
     pg1 = -adv * ratio
     pg2 = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
@@ -137,23 +88,23 @@ def ppo_clip_loss(
         pg3 = -adv * dual_clip
         dual_active = (adv < 0) & (loss > pg3)
         loss = torch.where(adv < 0, torch.minimum(loss, pg3), loss)
-    if is_weights is not None:
-        loss = loss * is_weights.detach()
-    loss = torch.where(m, loss, torch.zeros_like(loss))
+    loss = masked_loss(loss, mask, is_weights)
 
-    with torch.no_grad():
-        r = ratio.detach()
-        low = (r < 1.0 - clip_low) & (adv < 0)
-        high = (r > 1.0 + clip_high) & (adv > 0)
-        metrics = {
-            "clip_fraction": masked_mean((low | high).float(), m),
-            "low_clip_fraction": masked_mean(low.float(), m),
-            "high_clip_fraction": masked_mean(high.float(), m),
-            **_ratio_metrics(r, logp.detach(), old_logp, m),
-        }
-        if dual_clip is not None:
-            metrics["dual_clip_fraction"] = masked_mean(dual_active.float(), m)
+    metrics = ppo_clip_metrics(ratio, adv, logp, old_logp, mask, clip_low, clip_high)
+    if dual_clip is not None:
+        metrics["dual_clip_fraction"] = masked_mean(dual_active.float().detach(), mask.bool())
     return loss, metrics
+
+
+def _no_clip_metrics(ratio: torch.Tensor, logp, old_logp, mask) -> dict[str, torch.Tensor]:
+    """The shared metric keys for a loss without a hard clip: clip fractions are 0."""
+    zero = torch.zeros((), device=logp.device)
+    return {
+        "clip_fraction": zero,
+        "low_clip_fraction": zero,
+        "high_clip_fraction": zero,
+        **ratio_metrics(ratio, logp, old_logp, mask),
+    }
 
 
 def reinforce_loss(
@@ -176,29 +127,206 @@ def reinforce_loss(
     >>> reinforce_loss(lp, torch.zeros(1, 2), torch.tensor([2.0]), torch.ones(1, 2))[0]
     tensor([[-3., -1.]])
     """
-    _check_shapes(logp, old_logp, advantages, mask)
-    m = mask.bool()
+    check_loss_inputs(logp, old_logp, advantages, mask)
     ratio = importance_ratio(logp, old_logp, mask, ratio_level)  # (N, T)
-    loss = -_token_advantages(advantages) * ratio
-    if is_weights is not None:
-        loss = loss * is_weights.detach()
-    loss = torch.where(m, loss, torch.zeros_like(loss))
-    zero = torch.zeros((), device=logp.device)
+    loss = masked_loss(-token_advantages(advantages) * ratio, mask, is_weights)
+    return loss, _no_clip_metrics(ratio, logp, old_logp, mask)
+
+
+def cispo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    ratio_level: str = "token",
+    is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CISPO (MiniMax-M1, arXiv 2506.13585 eq. 4-5): ``-sg(clip(r, 1 - clip_low, 1 + clip_high)) * A * logp``.
+
+    PPO's clip zeroes the gradient of a clipped token; CISPO clips the (detached) importance weight instead,
+    so every token keeps a policy gradient ``w A grad logp`` with ``w <= 1 + clip_high``. Rare tokens whose
+    ratio spikes (the "fork" tokens of long reasoning) still get updated. MiniMax-M1 sets no lower bound
+    (``clip_low >= 1``) and tunes the upper one; TRL's ``loss_type="cispo"`` caps at ``epsilon_high``
+    (ScaleRL recommends 5.0), i.e. ``clip_low=1, clip_high=epsilon_high - 1``; verl's ``cispo`` uses
+    ``clip_ratio_low/high`` exactly as here. With ``ratio_level="sequence"`` the weight is GSPO's ``s_i``.
+    The source aggregates per token (``token_mean``).
+
+    Shapes as ``ppo_clip_loss``. Metrics: ``low_clip_fraction`` (w was raised to 1 - clip_low),
+    ``high_clip_fraction`` (w was capped), whatever the advantage's sign (verl's ``pg_clipfrac``; TRL's
+    ``cispo_clip_ratio`` counts capped tokens with A > 0 only), plus the ratio statistics.
+
+    >>> lp = torch.log(torch.tensor([[2.0, 0.5]])).requires_grad_(True)  # ratios 2 and 0.5
+    >>> loss, m = cispo_loss(lp, torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2))
+    >>> loss.sum().backward()
+    >>> lp.grad  # -sg(w) A with w = clip(2, 0.8, 1.2) = 1.2 and clip(0.5, 0.8, 1.2) = 0.8: never 0
+    tensor([[-1.2000, -0.8000]])
+    """
+    check_loss_inputs(logp, old_logp, advantages, mask)
+    check_clip_range(clip_low, clip_high)
+    refuse("cispo", dual_clip=dual_clip)
+    adv = token_advantages(advantages)  # (N, 1) or (N, T)
+    ratio = importance_ratio(logp, old_logp, mask, ratio_level).detach()  # (N, T)
+    weight = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (N, T) detached
+    loss = masked_loss(-weight * adv * logp, mask, is_weights)
     metrics = {
-        "clip_fraction": zero,
-        "low_clip_fraction": zero,
-        "high_clip_fraction": zero,
-        **_ratio_metrics(ratio.detach(), logp.detach(), old_logp, m),
+        **clip_metrics(ratio < 1.0 - clip_low, ratio > 1.0 + clip_high, mask),
+        **ratio_metrics(ratio, logp, old_logp, mask),
     }
     return loss, metrics
 
 
-POLICY_LOSSES: dict[str, PolicyLossFn] = {"ppo_clip": ppo_clip_loss, "reinforce": reinforce_loss}
+def sapo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    ratio_level: str = "token",
+    is_weights: torch.Tensor | None = None,
+    sapo_tau_pos: float = 1.0,
+    sapo_tau_neg: float = 1.05,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SAPO (Soft Adaptive Policy Optimization, Qwen, arXiv 2511.20347): ``-f(r) A`` with the soft gate
+    ``f(r) = sigmoid(tau (r - 1)) * 4 / tau``, ``tau = sapo_tau_pos`` where ``A > 0`` else ``sapo_tau_neg``.
+
+    Instead of PPO's hard cut, the gradient weight ``f'(r) r = 4 sigmoid(z) (1 - sigmoid(z)) r``
+    (z = tau (r - 1)) is 1 on-policy and goes smoothly to 0 as the ratio moves far from 1, faster for a
+    larger tau. ``sapo_tau_neg > sapo_tau_pos`` damps negative-advantage tokens harder, which the paper
+    finds stabilises training (defaults 1.0 / 1.05 as TRL ``sapo_temperature_pos/neg`` and verl
+    ``tau_pos/tau_neg``). The source aggregates per sequence (``seq_mean_token_mean``). ``clip_low`` and
+    ``clip_high`` are not used.
+
+    Shapes as ``ppo_clip_loss``. Metrics: the clip fractions are 0 (no hard clip, as verl reports);
+    ``gate_weight_mean`` is the masked mean of the gradient weight ``f'(r) r`` (1 when on-policy).
+
+    >>> loss, m = sapo_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2))
+    >>> loss, m["gate_weight_mean"]  # r = 1: f = sigmoid(0) * 4 / 1 = 2; weight 4 * 0.25 * 1 = 1
+    (tensor([[-2., -2.]]), tensor(1.))
+    """
+    check_loss_inputs(logp, old_logp, advantages, mask)
+    refuse("sapo", dual_clip=dual_clip)
+    if sapo_tau_pos <= 0 or sapo_tau_neg <= 0:
+        raise ValueError(f"sapo_tau_pos and sapo_tau_neg must be > 0, got {sapo_tau_pos}, {sapo_tau_neg}")
+    adv = token_advantages(advantages)  # (N, 1) or (N, T)
+    ratio = importance_ratio(logp, old_logp, mask, ratio_level)  # (N, T)
+    pos = torch.tensor(sapo_tau_pos, dtype=ratio.dtype, device=ratio.device)
+    neg = torch.tensor(sapo_tau_neg, dtype=ratio.dtype, device=ratio.device)
+    tau = torch.where(adv > 0, pos, neg)  # (N, 1) or (N, T)
+    z = torch.sigmoid(tau * (ratio - 1.0))  # (N, T)
+    loss = masked_loss(-z * (4.0 / tau) * adv, mask, is_weights)
+    metrics = _no_clip_metrics(ratio, logp, old_logp, mask)
+    with torch.no_grad():
+        metrics["gate_weight_mean"] = masked_mean((4.0 * z * (1.0 - z) * ratio).detach().float(), mask.bool())
+    return loss, metrics
+
+
+def gmpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    ratio_level: str = "token",
+    is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GMPO (Geometric-Mean Policy Optimization, arXiv 2507.20673 eq. 4): per completion,
+    ``-A * (prod_t |min(r_t A, clip(r_t, e^-clip_low, e^clip_high) A)|)^(1/|o|) * sgn(A) / |A|``, i.e.
+    ``-A * exp(mean_t sgn(A) min(sgn(A) log r_t, sgn(A) clamp(log r_t, -clip_low, clip_high)))``.
+
+    The geometric mean of the token ratios is less sensitive to one outlier token than GRPO's arithmetic
+    mean, so the paper clips wider, in log space: ``clip_low = clip_high = 0.4`` (its default range
+    (e^-0.4, e^0.4)); verl ``loss_mode=geo_mean`` takes ``clip_ratio_low/high`` the same way. The result is
+    one loss per completion; it is returned on every masked token of that completion, so aggregate with
+    ``seq_mean_token_mean`` to get the paper's ``1/G sum_i`` (verl does the same mean over sequences).
+    ``advantages`` (N, T) are averaged over each row's tokens first. ``is_weights`` (N, T) enter as their
+    per-completion geometric mean (as verl). Token ratios only (``ratio_level="token"``), no dual clip.
+
+    Metrics: ``high_clip_fraction`` (log r > clip_high, A > 0), ``low_clip_fraction`` (log r < -clip_low,
+    A < 0): the tokens whose ratio the pessimistic min really replaced (verl counts every token outside the
+    band), plus the token ratio statistics.
+
+    >>> lp = torch.log(torch.tensor([[4.0, 1.0]])).requires_grad_(True)  # log r = ln 4 (clipped to 0.2), 0
+    >>> loss, m = gmpo_loss(lp, torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2))
+    >>> loss.detach()  # -exp((0.2 + 0) / 2) = -exp(0.1) on both tokens of the completion
+    tensor([[-1.1052, -1.1052]])
+    >>> loss.sum().backward()  # summed over 2 tokens: d/dlogp_1 = 2 * -exp(0.1) / 2; the clipped token: 0
+    >>> lp.grad
+    tensor([[ 0.0000, -1.1052]])
+    """
+    check_loss_inputs(logp, old_logp, advantages, mask)
+    check_clip_range(clip_low, clip_high)
+    refuse("gmpo", dual_clip=dual_clip, ratio_level=ratio_level)
+    m = mask.bool()
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    lengths = m.sum(-1).clamp(min=1)  # (N,)
+    adv = advantages.detach()
+    seq_adv = torch.where(m, adv, zero).sum(-1) / lengths if adv.dim() == 2 else adv  # (N,)
+    sign = torch.sign(seq_adv).unsqueeze(-1)  # (N, 1)
+    log_ratio = torch.where(m, logp - old_logp, zero)  # (N, T)
+    clipped = log_ratio.clamp(-clip_low, clip_high)
+    pessimistic = sign * torch.minimum(sign * log_ratio, sign * clipped)  # (N, T)
+    seq_log_ratio = pessimistic.sum(-1) / lengths  # (N,) log of the geometric mean
+    seq_loss = -seq_adv * torch.exp(seq_log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # (N,)
+    if is_weights is not None:
+        log_w = torch.where(m, torch.log(is_weights.detach() + 1e-10), zero)
+        seq_loss = seq_loss * torch.exp(log_w.sum(-1) / lengths)
+    loss = masked_loss(seq_loss.unsqueeze(-1).expand_as(logp), mask, None)
+
+    with torch.no_grad():
+        lr = log_ratio.detach()
+        a = seq_adv.unsqueeze(-1)
+        metrics = {
+            **clip_metrics((lr < -clip_low) & (a < 0), (lr > clip_high) & (a > 0), mask),
+            **ratio_metrics(torch.exp(lr.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)), logp, old_logp, mask),
+        }
+    return loss, metrics
+
+
+POLICY_LOSSES: dict[str, PolicyLossFn] = {
+    "ppo_clip": ppo_clip_loss,
+    "reinforce": reinforce_loss,
+    "cispo": cispo_loss,
+    "sapo": sapo_loss,
+    "gmpo": gmpo_loss,
+    "clip_cov": clip_cov_loss,
+    "kl_cov": kl_cov_loss,
+}
 
 
 def get_policy_loss_fn(name: str) -> PolicyLossFn:
     """The loss registered as ``name``; ``ValueError`` listing ``POLICY_LOSSES`` otherwise."""
     return lookup(POLICY_LOSSES, name, "policy loss")
+
+
+@functools.cache
+def _options_of(fn: PolicyLossFn) -> dict[str, object]:
+    params = inspect.signature(fn).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _SHARED
+    }
+
+
+def loss_options(name: str) -> dict[str, object]:
+    """The loss's own keyword options beyond the shared signature, with their (source) defaults.
+
+    >>> loss_options("sapo")
+    {'sapo_tau_pos': 1.0, 'sapo_tau_neg': 1.05}
+    >>> loss_options("ppo_clip")
+    {}
+    """
+    return dict(_options_of(get_policy_loss_fn(name)))
 
 
 def policy_loss(
@@ -213,18 +341,32 @@ def policy_loss(
     dual_clip: float | None = None,
     ratio_level: str = "token",
     is_weights: torch.Tensor | None = None,
+    **options: object,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token policy loss (N, T) and detached 0-dim metrics for the loss registered as ``name``.
 
     logp: (N, T) current policy token log-probs (with grad); old_logp: (N, T) behaviour policy (no grad);
     advantages: (N,) one per completion; mask: (N, T) 1 on completion tokens; is_weights: (N, T) or None.
+    ``options``: the loss's own hyper-parameters (``loss_options(name)``); an option the loss does not
+    take raises ``ValueError`` naming the ones it does.
 
     >>> loss, metrics = policy_loss("ppo_clip", torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([1.0]),
     ...                             torch.tensor([[1, 0]]))
     >>> loss, sorted(metrics)[:3]
     (tensor([[-1.,  0.]]), ['clip_fraction', 'high_clip_fraction', 'low_clip_fraction'])
+    >>> policy_loss("cispo", torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1), torch.ones(1, 1), tau=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: policy loss 'cispo' takes no option(s) ['tau']; its options: none
     """
-    return get_policy_loss_fn(name)(
+    fn = get_policy_loss_fn(name)
+    valid = _options_of(fn)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"policy loss {name!r} takes no option(s) {unknown}; its options: {sorted(valid) or 'none'}"
+        )
+    return fn(
         logp,
         old_logp,
         advantages,
@@ -234,4 +376,5 @@ def policy_loss(
         dual_clip=dual_clip,
         ratio_level=ratio_level,
         is_weights=is_weights,
+        **options,
     )
