@@ -53,7 +53,7 @@ def test_only_adapters_train_and_the_reference_is_the_initial_policy(tmp_path):
     assert changed and all("lora_" in k for k in changed), sorted(changed)
     assert "train/kl" in history[-1]
 
-    from thinkrl.train.lora import reference_mode
+    from thinkrl.core.lora import reference_mode
 
     with reference_mode(tr.model):  # adapters off: exactly the initial weights
         torch.testing.assert_close(_logits(tr.model), _logits(initial), rtol=0, atol=0)

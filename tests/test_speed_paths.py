@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from thinkrl.algorithms import entropy_from_logits, lm_head_logprobs, token_logprobs
+from thinkrl.core import disable_dropout
 from thinkrl.rollout import HFEngine, SamplingParams
 from thinkrl.testing import char_tokenizer, tiny_model
 from thinkrl.train.batch import build_batch, forward_logprobs, split_lm_head
-from thinkrl.train.setup import disable_dropout
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -83,7 +83,7 @@ def _model_and_batch(arch: str, lora: bool = False):
     disable_dropout(model)
     if lora:
         from thinkrl.config import ModelConfig
-        from thinkrl.train.lora import apply_lora
+        from thinkrl.core.lora import apply_lora
 
         model = apply_lora(model, ModelConfig(lora_r=4))
         for name, p in model.named_parameters():
@@ -121,7 +121,7 @@ def test_fused_head_equals_logits_path(arch, share_prompt):
 def test_fused_head_with_lora_and_reference_mode(share_prompt):
     """Under PEFT: adapter gradients match, and with adapters disabled both paths give the base model."""
     pytest.importorskip("peft")
-    from thinkrl.train.lora import reference_mode
+    from thinkrl.core.lora import reference_mode
 
     model, batch = _model_and_batch("qwen2", lora=True)
     plain = _logp_entropy_grads(model, batch, share_prompt=share_prompt)
@@ -164,7 +164,7 @@ def test_fused_adamw_matches_default(lora):
     for _ in range(2):
         model = tiny_model("qwen2", 20)
         if lora:
-            from thinkrl.train.lora import apply_lora
+            from thinkrl.core.lora import apply_lora
 
             torch.manual_seed(1)
             model = apply_lora(model, ModelConfig(lora_r=4))

@@ -137,9 +137,9 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 def test_shared_prompt_forward_equals_plain(arch):
     """One prompt forward per group, its KV cache reused by every completion: same log-probs and gradients."""
+    from thinkrl.core import disable_dropout
     from thinkrl.rollout import HFEngine, SamplingParams
     from thinkrl.train.batch import build_batch, forward_logprobs
-    from thinkrl.train.setup import disable_dropout
 
     tok = char_tokenizer()
     model = tiny_model(arch, len(tok))

@@ -19,8 +19,8 @@ import torch
 
 from thinkrl.analysis.report import build_report, format_comparison
 from thinkrl.config import Config, load_config
+from thinkrl.data.addition import split_rows
 from thinkrl.demo.probe import MODES, classify_completion
-from thinkrl.demo.task import split_rows
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 PROTOCOL = (
@@ -104,9 +104,7 @@ def run_demo(
     base_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to ``OUT/summary.json``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from thinkrl.demo import DEMO_BASE_PATH
+    from thinkrl.core import DEMO_BASE_PATH, load_model_and_tokenizer
     from thinkrl.train import GRPOTrainer
     from thinkrl.train.setup import build_reward_funcs
 
@@ -122,8 +120,7 @@ def run_demo(
     path = str(base_model or DEMO_BASE_PATH)
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"no base model at {path}; run `thinkrl pretrain --out {path}` first")
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer = load_model_and_tokenizer(path, dtype=cfg.model.dtype)
     train_rows, held_rows = split_rows(seed=0)
     eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[:eval_problems])]
     rows_by_id = {r["id"]: r for r in eval_rows}

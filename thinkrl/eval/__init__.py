@@ -27,7 +27,6 @@ from thinkrl.eval.runner import (
     add_eval_arguments,
     evaluate,
     evaluate_during_training,
-    load_model,
     run_eval_cli,
 )
 
@@ -45,7 +44,6 @@ __all__ = [
     "flat_metrics",
     "format_table",
     "load_benchmark",
-    "load_model",
     "majority_vote",
     "normalize_rows",
     "pass_at_1",

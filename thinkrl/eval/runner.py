@@ -113,6 +113,7 @@ def evaluate(
     if not rows:
         raise ValueError("no rows to evaluate; check --data and --limit")
     rows = prepare_rows(rows)
+    from thinkrl.core import prompt_token_ids
     from thinkrl.data.templates import render_prompt
     from thinkrl.rollout.base import SamplingParams
 
@@ -133,8 +134,7 @@ def evaluate(
         "batch_size": batch_size,
     }
     prompts = [render_prompt(template, r["question"], tokenizer, system=system_prompt) for r in rows]
-    # A chat template writes its own special tokens; plain text gets the tokenizer's (e.g. BOS).
-    prompt_ids = [tokenizer(p, add_special_tokens=template != "chat")["input_ids"] for p in prompts]
+    prompt_ids = prompt_token_ids(tokenizer, prompts, template)
     qhash = [hashlib.sha1(p.encode()).hexdigest()[:12] for p in prompts]
 
     out = Path(out_dir) if out_dir is not None else None
@@ -206,7 +206,9 @@ def evaluate(
 def _as_engine(model_or_engine: Any, tokenizer: Any, seed: int) -> tuple[Any, Any, str]:
     """(engine, tokenizer, a name for the summary) from an engine, a transformers model or a path."""
     if isinstance(model_or_engine, str | Path):
-        model, tok = load_model(str(model_or_engine))
+        from thinkrl.core import load_model_and_tokenizer
+
+        model, tok = load_model_and_tokenizer(str(model_or_engine), device="auto")
         tokenizer = tokenizer or tok
         model_or_engine = model
     if tokenizer is None:
@@ -469,7 +471,9 @@ def run_eval_cli(args: Any) -> int:
     from thinkrl.eval.benchmarks import load_benchmark
 
     specs = [s.strip() for item in args.data for s in item.split(",") if s.strip()]
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    from thinkrl.core import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device or "auto")
     out_root = Path(args.out) if args.out else Path("runs") / "eval" / Path(args.model.rstrip("/")).name
     pass_ks = [int(x) for x in args.pass_k.split(",")] if args.pass_k else None
     for spec in specs:
@@ -502,20 +506,3 @@ def run_eval_cli(args: Any) -> int:
         print(result.table())
         print(f"  -> {result.out_dir}")
     return 0
-
-
-def load_model(path: str, *, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a folder or hub name, in eval mode on ``device`` (default: cuda if available)."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-    # transformers >= 4.56 calls it dtype; older versions torch_dtype.
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    model = AutoModelForCausalLM.from_pretrained(path, **{kw: getattr(torch, dtype)}).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer

@@ -124,14 +124,9 @@ def _last_with(run_dir: Path, key: str) -> dict[str, Any]:
 
 
 def _load(cfg: SamplingStageConfig) -> tuple[Any, Any]:
-    from thinkrl.eval.runner import load_model
+    from thinkrl.core import load_model_and_tokenizer
 
-    path = cfg.model
-    if path == "demo":
-        from thinkrl.demo import DEMO_BASE_PATH
-
-        path = str(DEMO_BASE_PATH)
-    return load_model(path, dtype=cfg.dtype, device=cfg.device)
+    return load_model_and_tokenizer(cfg.model, dtype=cfg.dtype, device=cfg.device or "auto")
 
 
 def _rows(cfg: SamplingStageConfig) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ def build_engine(cfg: Config, model: torch.nn.Module, tokenizer: Any) -> Rollout
     ``vllm``: ``VLLMEngine``, which copies the weights in now and on every ``sync_weights()``; it raises an
     ImportError naming ``scripts/setup_vllm.sh`` when vLLM is not installed.
     """
-    from thinkrl.train.lora import base_model
+    from thinkrl.core.lora import base_model
 
     r, seed = cfg.rollout, cfg.train.seed
     if r.engine == "builtin":

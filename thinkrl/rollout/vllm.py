@@ -147,7 +147,7 @@ class VLLMEngine:
 
     def _state(self) -> list[tuple[str, torch.Tensor]]:
         """(name, tensor) pairs under the transformers model's own keys, adapters folded in."""
-        from thinkrl.train.lora import is_lora, merged_state_dict
+        from thinkrl.core.lora import is_lora, merged_state_dict
 
         sd = merged_state_dict(self.model) if is_lora(self.model) else self.model.state_dict()
         return list(sd.items())
@@ -268,7 +268,7 @@ def unpack_weights(packed: list[tuple[str, str, list[int], bytes]]) -> list[tupl
 
 def _transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model itself (inside a PEFT wrapper when there is one)."""
-    from thinkrl.train.lora import base_model
+    from thinkrl.core.lora import base_model
 
     return base_model(model)
 

@@ -156,9 +156,9 @@ def sample_dataset(
     if isinstance(
         model_or_engine, str | Path
     ):  # load once here: the prompts for sft.jsonl need its tokenizer
-        from thinkrl.eval.runner import load_model
+        from thinkrl.core import load_model_and_tokenizer
 
-        model_or_engine, loaded = load_model(str(model_or_engine))
+        model_or_engine, loaded = load_model_and_tokenizer(str(model_or_engine), device="auto")
         tokenizer = tokenizer if tokenizer is not None else loaded
     result = evaluate(
         model_or_engine, tokenizer, rows, k=k, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -257,8 +257,8 @@ def filters_from_args(args: Any) -> FilterConfig:
 
 def run_sample_cli(args: Any) -> int:
     """Run ``thinkrl sample`` from parsed :func:`add_sample_arguments` args; prints the filter report."""
+    from thinkrl.core import load_model_and_tokenizer
     from thinkrl.data.datasets import load_prompts
-    from thinkrl.eval.runner import load_model
     from thinkrl.rewards import get_reward
 
     filters = filters_from_args(args)
@@ -276,7 +276,7 @@ def run_sample_cli(args: Any) -> int:
         answer_key=args.answer_key,
         max_rows=args.limit,
     )
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device or "auto")
     result = sample_dataset(
         model, tokenizer, rows, args.out, grader=grader, filters=filters, k=args.k, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, template=args.template,

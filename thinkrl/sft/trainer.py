@@ -24,6 +24,7 @@ import torch
 
 from thinkrl.algorithms.logprobs import token_logprobs
 from thinkrl.config import save_config
+from thinkrl.core import disable_dropout, resolve_device, seed_everything
 from thinkrl.sft.config import SFTConfig
 from thinkrl.sft.data import SFTExample, build_examples, collate, load_sft_rows, plan_epoch, steps_in
 from thinkrl.train.checkpoint import (
@@ -34,13 +35,7 @@ from thinkrl.train.checkpoint import (
     set_rng_state,
 )
 from thinkrl.train.logging import MetricsLogger
-from thinkrl.train.setup import (
-    disable_dropout,
-    load_model_and_tokenizer,
-    lr_lambda,
-    resolve_device,
-    seed_everything,
-)
+from thinkrl.train.setup import load_policy, lr_lambda
 
 
 def response_nll(
@@ -85,7 +80,7 @@ class SFTTrainer:
             torch.set_num_threads(t.num_threads)
         self.device = resolve_device(t.device)
         if model is None:
-            model, tokenizer = load_model_and_tokenizer(cfg)  # reads only cfg.model
+            model, tokenizer = load_policy(cfg.model)
         if tokenizer is None:
             raise ValueError("SFTTrainer got a model but no tokenizer; pass tokenizer=...")
         self.model, self.tokenizer = model.to(self.device), tokenizer

@@ -13,7 +13,7 @@ on-policy, so pi_old = pi_theta (detached) and no separate old-log-prob pass is 
 Under ``torchrun`` each rank samples a contiguous share of the step's prompts, advantages and metrics are
 computed on the all-gathered rewards, and gradients are summed across ranks with global loss normalisers,
 so N ranks make the update one process makes on the same batch (docs/scaling.md). With ``model.lora_r > 0``
-only PEFT adapters train and the reference is the base with adapters disabled (``thinkrl/train/lora.py``).
+only PEFT adapters train and the reference is the base with adapters disabled (``thinkrl/core/lora.py``).
 With ``train.fsdp`` parameters, gradients and optimizer state are sharded over the ranks (``fsdp.py``).
 """
 
@@ -37,6 +37,8 @@ from thinkrl.algorithms import (
     zero_spread_groups,
 )
 from thinkrl.config import Config, save_config
+from thinkrl.core import prompt_token_ids, resolve_device, seed_everything
+from thinkrl.core.lora import LoraCheckpointView, load_adapter_weights, reference_mode
 from thinkrl.data.datasets import load_prompts
 from thinkrl.data.templates import render_prompt
 from thinkrl.rewards.base import compute_rewards, reward_name
@@ -52,18 +54,8 @@ from thinkrl.train.checkpoint import (
     set_rng_state,
 )
 from thinkrl.train.logging import MetricsLogger
-from thinkrl.train.lora import LoraCheckpointView, load_adapter_weights, reference_mode
 from thinkrl.train.metrics import StepView, gather_step, step_metrics, timed
-from thinkrl.train.setup import (
-    build_optimizer,
-    build_reward_funcs,
-    load_model_and_tokenizer,
-    lr_lambda,
-    prepare_policy,
-    resolve_device,
-    seed_everything,
-    tokenize_prompts,
-)
+from thinkrl.train.setup import build_optimizer, build_reward_funcs, load_policy, lr_lambda, prepare_policy
 
 # Rewards whose mean is reported as "accuracy" (the first one present in the config).
 ACCURACY_REWARDS = ("accuracy", "exact_match", "countdown", "code", "routed")
@@ -103,7 +95,7 @@ class GRPOTrainer:
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
         if model is None:
-            model, tokenizer = load_model_and_tokenizer(cfg)
+            model, tokenizer = load_policy(cfg.model)
         if tokenizer is None:
             raise ValueError("GRPOTrainer got a model but no tokenizer; pass tokenizer=...")
         self.model, self.tokenizer = prepare_policy(model, tokenizer, cfg.model, self.device), tokenizer
@@ -151,7 +143,7 @@ class GRPOTrainer:
         self.train_prompts = [
             render_prompt(d.template, r["question"], tokenizer, d.system_prompt) for r in self.train_rows
         ]
-        self.train_prompt_ids = tokenize_prompts(
+        self.train_prompt_ids = prompt_token_ids(
             tokenizer, self.train_prompts, d.template, d.max_prompt_tokens
         )
 
