@@ -1,8 +1,8 @@
 """``thinkrl`` command line: train, eval, demo, report, pretrain, config.
 
-thinkrl train configs/demo.yaml algorithm.beta=0.0 rollout.group_size=16
-thinkrl train configs/demo.yaml --resume
-thinkrl config configs/demo.yaml train.lr=1e-5        # print the resolved config
+thinkrl train configs/gsm8k-small.yaml algorithm.beta=0.0 rollout.group_size=16
+thinkrl train configs/gsm8k-small.yaml --resume
+thinkrl config configs/gsm8k-small.yaml train.lr=1e-5        # print the resolved config
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from thinkrl.config import config_to_yaml, load_config
+    from thinkrl.train.checks import check_config
 
     path, overrides = _split_config_and_overrides(args)
-    print(config_to_yaml(load_config(path, overrides)), end="")
+    print(config_to_yaml(check_config(load_config(path, overrides))), end="")
     return 0
 
 

@@ -53,6 +53,7 @@ from thinkrl.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from thinkrl.train.checks import check_config
 from thinkrl.train.logging import MetricsLogger
 from thinkrl.train.metrics import StepView, gather_step, step_metrics, timed
 from thinkrl.train.setup import build_optimizer, build_reward_funcs, load_policy, lr_lambda, prepare_policy
@@ -84,7 +85,7 @@ class GRPOTrainer:
         eval_rows: list[dict[str, Any]] | None = None,
         engine: Any = None,
     ):
-        self.cfg = cfg
+        self.cfg = check_config(cfg)
         t = cfg.train
         dist.check_world_size(cfg, dist.env_world_size())  # before joining: a bad config fails on every rank
         self.dist = dist.init_distributed(t.device)
