@@ -106,7 +106,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     add_sft_arguments(p)
     p.set_defaults(func=run_sft_cli)
 
-    from thinkrl.sampling import add_sample_arguments, run_sample_cli
+    from thinkrl.rejection import add_sample_arguments, run_sample_cli
 
     p = sub.add_parser(
         "sample", help="k samples per prompt, graded and filtered (rejection sampling) into SFT data"

@@ -46,7 +46,7 @@ from thinkrl.config import (
     explain_error,
     validate,
 )
-from thinkrl.sampling.filters import FilterConfig
+from thinkrl.rejection.filters import FilterConfig
 from thinkrl.sft.config import SFTConfig, validate_sft
 from thinkrl.train.checks import check_config
 
@@ -107,7 +107,7 @@ class SampleStageConfig(SamplingStageConfig):
     """``kind: sample`` (``thinkrl sample``): k samples per prompt, graded, filtered into ``sft.jsonl``."""
 
     filters: FilterConfig = field(default_factory=FilterConfig)
-    """Rejection filters (``thinkrl.sampling.filters.FilterConfig``), e.g. ``{keep: correct, max_per_prompt: 4}``."""
+    """Rejection filters (``thinkrl.rejection.filters.FilterConfig``), e.g. ``{keep: correct, max_per_prompt: 4}``."""
 
 
 @dataclass

@@ -4,7 +4,7 @@
   ``train.output_dir = STAGE/run`` and ``train.resume=true`` (an interrupted stage continues from its latest
   checkpoint: ``train.save_every`` sets how much a kill can lose), then the final checkpoint is exported to
   ``STAGE/model``: a plain Hugging Face folder (weights + tokenizer, no optimizer state), hard-linked.
-- ``sample``: :func:`thinkrl.sampling.sample_dataset` into ``STAGE/`` (``samples.jsonl`` resumes per batch).
+- ``sample``: :func:`thinkrl.rejection.runner_dataset` into ``STAGE/`` (``samples.jsonl`` resumes per batch).
 - ``eval``: :func:`thinkrl.eval.evaluate` into ``STAGE/`` (resumes the same way).
 """
 
@@ -54,7 +54,7 @@ def _run_rl(stage: Stage) -> dict[str, Any]:
 
 
 def _run_sample(stage: Stage) -> dict[str, Any]:
-    from thinkrl.sampling import sample_dataset
+    from thinkrl.rejection import sample_dataset
 
     cfg: SampleStageConfig = stage.cfg
     model, tokenizer = _load(cfg)
@@ -147,7 +147,7 @@ def _rows(cfg: SamplingStageConfig) -> list[dict[str, Any]]:
 
 
 def _grader(cfg: SamplingStageConfig) -> Any:
-    from thinkrl.sampling import RewardGrader
+    from thinkrl.rejection import RewardGrader
     from thinkrl.train.setup import build_reward_funcs
 
     funcs, weights = build_reward_funcs(cfg)  # reads only cfg.rewards

@@ -18,7 +18,7 @@ How one ``generate`` call runs, per chunk of prompts (``max_batch_size`` bounds 
    fixed, so finished rows stay in it (masked out) instead of being dropped.
 
 Determinism: the row of global index i (prompt i // n) uses the uniform ``step_uniforms(seed, t, N)[i]`` at
-step t (see ``sampling.py``), so the random stream a row sees does not depend on chunking or on which rows
+step t (see ``token_draw.py``), so the random stream a row sees does not depend on chunking or on which rows
 already finished. Same seed and same weights give the same completions for any ``max_batch_size``, up to
 floating-point differences between batch shapes (which, on CPU, we have not seen flip a token). With
 ``SamplingParams.first_row`` the row uses ``step_uniforms(seed, t, first_row + N)[first_row + i]``, so a
@@ -35,7 +35,7 @@ from transformers import DynamicCache
 
 from thinkrl.rollout.base import Rollout, SamplingParams, check_params, stop_and_pad_ids
 from thinkrl.rollout.lean import LeanDecoder, lean_unsupported
-from thinkrl.rollout.sampling import sample_tokens, step_uniforms
+from thinkrl.rollout.token_draw import sample_tokens, step_uniforms
 
 DROP_FRACTION = 0.125
 """Drop finished rows from the decode batch once they are at least this fraction of it."""

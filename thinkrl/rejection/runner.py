@@ -7,7 +7,7 @@
 Generation is :func:`thinkrl.eval.evaluate` (batched through ``HFEngine``, progress bar, resumable): an
 interrupted run appends to ``OUT/samples.jsonl`` and a rerun generates only the missing prompts. Grading is
 :class:`RewardGrader`: the same reward callables as RL (:func:`thinkrl.rewards.base.compute_rewards`). Filtering
-(:mod:`thinkrl.sampling.filters`) is cheap and redone on every run, so filters can be changed without sampling
+(:mod:`thinkrl.rejection.filters`) is cheap and redone on every run, so filters can be changed without sampling
 again. Files in ``OUT``:
 
 - ``samples.jsonl``: every graded sample (``id``, ``sample_idx``, ``completion``, ``correct``, ``rewards``,
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from thinkrl.data.templates import render_prompt
+from thinkrl.rejection.filters import FilterConfig, filter_samples, format_report
 from thinkrl.rewards.base import compute_rewards, reward_name
 from thinkrl.rewards.extract import extract_answer
-from thinkrl.sampling.filters import FilterConfig, filter_samples, format_report
 
 SFT_FILE = "sft.jsonl"
 FILTER_SUMMARY_FILE = "filter_summary.json"
