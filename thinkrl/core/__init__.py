@@ -2,6 +2,7 @@
 
 - ``models.py``: model and tokenizer loading (one dtype rule), device resolution, seeding, the ``demo`` alias.
 - ``tokens.py``: prompt tokenising (one special-token rule, the length check).
+- ``timing.py``: wall-clock timing of a step's stages.
 - ``lora.py``: LoRA adapters through PEFT (the policy, its reference mode, merged weights).
 
 It imports nothing from the rest of thinkrl (``tests/test_layers.py`` checks every layer's imports).
@@ -18,6 +19,7 @@ from thinkrl.core.models import (
     resolve_model_path,
     seed_everything,
 )
+from thinkrl.core.timing import timed
 from thinkrl.core.tokens import adds_special_tokens, prompt_token_ids
 
 __all__ = [
@@ -32,4 +34,5 @@ __all__ = [
     "resolve_dtype",
     "resolve_model_path",
     "seed_everything",
+    "timed",
 ]

@@ -1,18 +1,44 @@
-"""Generation engines behind one interface: ``RolloutEngine.generate(prompt_ids, SamplingParams) -> Rollout``."""
+"""From prompts to scored trajectories: engines, environments and the collector.
+
+- ``base.py``: the engine interface, ``RolloutEngine.generate(prompt_ids, SamplingParams) -> Rollout``;
+  ``hf.py`` (built-in, KV-cached; ``lean.py`` its fast decode step, ``token_draw.py`` logits -> token) and
+  ``vllm.py`` implement it.
+- ``environment.py``: what an episode is (``SingleTurn``: the R1 task).
+- ``collect.py``: the collector, prompts -> environment + engine -> rewards -> DAPO filtering.
+- ``trajectories.py``: what it returns to the learner.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from thinkrl.rollout.base import Rollout, RolloutEngine, SamplingParams
+from thinkrl.rollout.collect import CORRECTNESS_REWARDS, Collector, Prompts, Sharding, score
+from thinkrl.rollout.environment import Environment, SingleTurn, Turn
 from thinkrl.rollout.hf import HFEngine
+from thinkrl.rollout.trajectories import Trajectories
 
 if TYPE_CHECKING:
     import torch
 
     from thinkrl.config import Config
 
-__all__ = ["HFEngine", "Rollout", "RolloutEngine", "SamplingParams", "build_engine"]
+__all__ = [
+    "CORRECTNESS_REWARDS",
+    "Collector",
+    "Environment",
+    "HFEngine",
+    "Prompts",
+    "Rollout",
+    "RolloutEngine",
+    "SamplingParams",
+    "Sharding",
+    "SingleTurn",
+    "Trajectories",
+    "Turn",
+    "build_engine",
+    "score",
+]
 
 
 def build_engine(cfg: Config, model: torch.nn.Module, tokenizer: Any) -> RolloutEngine:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from thinkrl.config import Config, ModelConfig
 from thinkrl.core import disable_dropout, load_model_and_tokenizer
 from thinkrl.core import resolve_device as resolve_device  # its old home; thinkrl.core is the new one
 from thinkrl.core.lora import apply_lora
+from thinkrl.data.datasets import load_prompts
 
 
 def load_policy(m: ModelConfig) -> tuple[torch.nn.Module, Any]:
@@ -70,6 +71,35 @@ def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
     return funcs, [spec.weight for spec in cfg.rewards]
 
 
+def reward_pairs(
+    cfg: Config, given: Sequence[Callable | tuple[Callable, float]] | None = None
+) -> tuple[list[Callable], list[float]]:
+    """(functions, weights): ``given`` callables or ``(callable, weight)`` pairs, else ``cfg.rewards`` built.
+
+    >>> def one(prompts, completions, **kw): return [1.0] * len(completions)
+    >>> reward_pairs(Config(), [one, (one, 0.5)])[1]
+    [1.0, 0.5]
+    """
+    if given is None:
+        return build_reward_funcs(cfg)
+    pairs = [f if isinstance(f, tuple) else (f, 1.0) for f in given]
+    return [f for f, _ in pairs], [float(w) for _, w in pairs]
+
+
+def load_rows(
+    cfg: Config, train_rows: list[dict[str, Any]] | None = None, eval_rows: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(training rows, held-out rows or None): the ones given, else read as ``cfg.data`` says."""
+    d = cfg.data
+    if train_rows is None:
+        train_rows = load_prompts(
+            d.train, split=d.split, question_key=d.question_key, answer_key=d.answer_key, max_rows=d.max_rows
+        )
+    if eval_rows is None and d.eval:
+        eval_rows = load_prompts(d.eval, split="test", question_key=d.question_key, answer_key=d.answer_key)
+    return train_rows, eval_rows
+
+
 def build_optimizer(params: list[torch.nn.Parameter], t: Any) -> torch.optim.Optimizer:
     """AdamW over ``params`` with ``t.lr``, ``t.adam_betas`` and ``t.weight_decay`` (a ``train`` config section).
 
@@ -84,6 +114,14 @@ def build_optimizer(params: list[torch.nn.Parameter], t: Any) -> torch.optim.Opt
     )
     return torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=fused or None
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, t: Any, total_updates: int) -> Any:
+    """The learning-rate schedule of a ``train`` section (``warmup_steps``, ``lr_schedule``) over
+    ``total_updates`` optimizer steps."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(t.warmup_steps, total_updates, t.lr_schedule)
     )
 
 
