@@ -13,8 +13,8 @@ import json
 import pytest
 import torch
 
+from thinkrl.eval import SAMPLES_FILE, SUMMARY_FILE, add_eval_arguments, evaluate, run_eval_cli
 from thinkrl.eval.benchmarks import default_data_dir
-from thinkrl.eval.runner import SAMPLES_FILE, SUMMARY_FILE, add_eval_arguments, evaluate, run_eval_cli
 from thinkrl.testing import char_tokenizer, tiny_model
 
 BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "amc23", "countdown"]

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own arguments (eval, sft, sample, pipeline, distill, demo, ...)."""
-    from thinkrl.eval.runner import add_eval_arguments, run_eval_cli
+    from thinkrl.eval import add_eval_arguments, run_eval_cli
 
     p = sub.add_parser(
         "eval", help="evaluate a model with the R1 protocol (pass@1 over k samples, pass@k, cons@k)"

@@ -9,6 +9,7 @@ inside ``<think>`` earns no reward, so only direct answers can be reinforced.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -70,15 +71,20 @@ def demo_config(out_dir: str | Path, overrides: list[str] | None = None) -> Conf
 
 
 def evaluate_stage(model, tokenizer, rows, cfg: Config, out_dir: Path, name: str) -> tuple[dict, list[dict]]:
-    """The R1 protocol on held-out rows; returns (metrics incl. mode mix, samples)."""
-    from thinkrl.eval.runner import evaluate
+    """The R1 protocol on held-out rows, sampled as the run's periodic eval samples (seeded by
+    ``train.seed``); returns (metrics incl. mode mix, samples)."""
+    from thinkrl.eval import eval_sampling, evaluate
 
+    sampling = dataclasses.replace(eval_sampling(cfg), seed=cfg.train.seed)
     result = evaluate(
-        model, tokenizer, rows, k=cfg.eval.k, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, template=cfg.data.template,
-        stop_strings=list(cfg.rollout.stop_strings), out_dir=out_dir / f"eval_{name}", seed=cfg.train.seed,
-        progress=cfg.log.progress, name=name,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        rows,
+        sampling,
+        out_dir=out_dir / f"eval_{name}",
+        progress=cfg.log.progress,
+        name=name,
+    )
     m = result.metrics
     keep = {k: m[k] for k in m if isinstance(m[k], (int, float)) and not k.startswith("n_")}
     keep.update(mode_mix(result.samples, {str(r["id"]): r for r in rows}))

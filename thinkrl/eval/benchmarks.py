@@ -193,9 +193,12 @@ def load_benchmark(
 
     ``limit`` keeps the first N rows.
 
-    >>> rows = load_benchmark("countdown", limit=2)  # doctest: +SKIP
-    >>> rows[0]["numbers"], rows[0]["target"]  # doctest: +SKIP
-    ([30, 100, 93], 23)
+    >>> import json, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "cd.jsonl"
+    >>> _ = path.write_text(json.dumps({"nums": [30, 100, 93], "target": 23}) + "\\n")
+    >>> rows = load_benchmark(f"countdown:{path}", limit=2)
+    >>> rows[0]["numbers"], rows[0]["target"], rows[0]["benchmark"]
+    ([30, 100, 93], 23, 'countdown')
     """
     from thinkrl.data.datasets import read_rows
 

@@ -47,6 +47,7 @@ from thinkrl.config import (
     validate,
 )
 from thinkrl.rejection.filters import FilterConfig
+from thinkrl.rejection.runner import SAMPLE_DEFAULTS
 from thinkrl.sft.config import SFTConfig, validate_sft
 from thinkrl.train.checks import check_config
 
@@ -71,9 +72,9 @@ class SamplingStageConfig(EvalSampling):
     """Fields shared by the ``sample`` and ``eval`` stages (the flags of ``thinkrl sample`` / ``thinkrl eval``):
     the sampling settings of :class:`~thinkrl.config.EvalSampling`, the model, the prompts and the grading."""
 
-    k: int = 4
+    k: int = SAMPLE_DEFAULTS.k
     """Samples per prompt."""
-    max_new_tokens: int | None = 1024
+    max_new_tokens: int | None = SAMPLE_DEFAULTS.max_new_tokens
     """Completion cap; samples that hit it count as truncated."""
     model: str = ""
     """Model folder or hub name, usually ``${stages.NAME.model}``; ``demo`` is the built-in base model."""

@@ -59,11 +59,15 @@ def _run_sample(stage: Stage) -> dict[str, Any]:
     cfg: SampleStageConfig = stage.cfg
     model, tokenizer = _load(cfg)
     result = sample_dataset(
-        model, tokenizer, _rows(cfg), stage.dir, grader=_grader(cfg), filters=cfg.filters, k=cfg.k,
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-        template=cfg.template, system_prompt=cfg.system_prompt, stop_strings=cfg.stop_strings, seed=cfg.seed,
-        batch_size=cfg.batch_size, progress=cfg.progress,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        _rows(cfg),
+        stage.dir,
+        cfg,
+        grader=_grader(cfg),
+        filters=cfg.filters,
+        progress=cfg.progress,
+    )
     return {
         "kept": result.report["kept"],
         "total": result.report["total"],
@@ -72,15 +76,13 @@ def _run_sample(stage: Stage) -> dict[str, Any]:
 
 
 def _run_eval(stage: Stage) -> dict[str, Any]:
-    from thinkrl.eval.runner import evaluate
+    from thinkrl.eval import evaluate
 
     cfg: EvalStageConfig = stage.cfg
     model, tokenizer = _load(cfg)
     result = evaluate(
-        model, tokenizer, _rows(cfg), k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-        max_new_tokens=cfg.max_new_tokens, template=cfg.template, system_prompt=cfg.system_prompt,
-        stop_strings=cfg.stop_strings, out_dir=stage.dir, seed=cfg.seed, grader=_grader(cfg),
-        batch_size=cfg.batch_size, progress=cfg.progress, name=stage.name,
+        model, tokenizer, _rows(cfg), cfg, out_dir=stage.dir, grader=_grader(cfg), progress=cfg.progress,
+        name=stage.name,
     )  # fmt: skip
     m = result.metrics
     return {
