@@ -360,11 +360,11 @@ class Grader:
         ]
 
     def _verify(self, preds: list[str], golds: list[str]) -> list[bool]:
-        import thinkrl.rewards.math as rm
+        from thinkrl.rewards.math import verify_math_batch
 
-        if hasattr(rm, "verify_math_batch"):  # one helper round-trip for the whole batch
-            return rm.verify_math_batch(preds, golds, timeout_s=self.timeout_s)
-        return [rm.verify_math(p, g, timeout_s=self.timeout_s) for p, g in zip(preds, golds)]
+        return verify_math_batch(
+            preds, golds, timeout_s=self.timeout_s
+        )  # one helper round-trip for the batch
 
     def equivalent(self, a: str, b: str, row: dict[str, Any]) -> bool:
         """Whether two extracted answers to ``row`` count as the same vote in cons@k."""
