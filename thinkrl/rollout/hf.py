@@ -55,11 +55,12 @@ class HFEngine:
         fast_decode: decode supported models with ``LeanDecoder`` (module docstring, step 5).
         cuda_graph: on CUDA, replay each decode step as a CUDA graph (``fast_decode`` models only).
 
-    Example (tiny model, see tests/test_rollout.py)::
-
-        engine = HFEngine(model, tokenizer, max_batch_size=64)
-        out = engine.generate([[5, 6, 7], [8, 9]], SamplingParams(n=4, max_new_tokens=32, seed=0))
-        out.completion_ids.shape  # (8, T)
+    >>> from thinkrl.testing import char_tokenizer, tiny_model
+    >>> tok = char_tokenizer()
+    >>> engine = HFEngine(tiny_model("llama", len(tok)), tok, max_batch_size=64)
+    >>> out = engine.generate([[5, 6, 7], [8, 9]], SamplingParams(n=4, max_new_tokens=8, seed=0))
+    >>> out.completion_ids.shape[0], out.group_ids.tolist()
+    (8, [0, 0, 0, 0, 1, 1, 1, 1])
     """
 
     def __init__(

@@ -80,11 +80,9 @@ class VLLMEngine:
         sleep: GPU only: sleep between generations (frees memory for the update).
         vllm_kwargs: extra ``vllm.LLM`` arguments; they override the ones above.
 
-    Example (see tests/vllm_engine/)::
-
-        engine = VLLMEngine(model, tokenizer)
-        out = engine.generate([[5, 6, 7]], SamplingParams(n=4, max_new_tokens=32, seed=0))
-        optimizer.step(); engine.sync_weights()    # vLLM now samples from the new weights
+    Use: ``engine.generate(prompt_ids, SamplingParams(...))`` as with ``HFEngine``; after each optimizer step
+    ``engine.sync_weights()`` pushes the new weights. tests/vllm_engine/ runs it (``make test-vllm``: vLLM is
+    not in the main environment, so no example here runs under ``make test``).
     """
 
     def __init__(
