@@ -75,7 +75,6 @@ def validate(cfg: Config) -> None:
     check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0 (0 disables)")
     check(r.max_new_tokens >= 1, f"rollout.max_new_tokens={r.max_new_tokens} must be >= 1")
     check(t.autocast in ("none", "bf16"), f"train.autocast={t.autocast!r}; valid: none, bf16")
-    check(r.engine in ("builtin", "vllm"), f"rollout.engine={r.engine!r}; valid: builtin, vllm")
     check(
         0 < r.vllm_gpu_memory_utilization <= 1,
         f"rollout.vllm_gpu_memory_utilization={r.vllm_gpu_memory_utilization} must be in (0, 1]",

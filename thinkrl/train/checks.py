@@ -1,4 +1,4 @@
-"""The config checks that need thinkrl's registries: algorithm, reward and template names.
+"""The config checks that need thinkrl's registries: algorithm, reward, template and engine names.
 
 ``thinkrl.config`` sits at the bottom of the layers and cannot import the registries above it, so it checks
 structure (types, ranges, combinations); this module checks names, and every RL run calls it before it loads
@@ -11,6 +11,7 @@ from thinkrl.algorithms import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_L
 from thinkrl.config import Config, ConfigError, check
 from thinkrl.data.templates import check_template
 from thinkrl.rewards import check_reward_kwargs
+from thinkrl.rollout import ENGINES
 
 
 def check_config(cfg: Config) -> Config:
@@ -24,6 +25,7 @@ def check_config(cfg: Config) -> Config:
     """
     a = cfg.algorithm
     for name, registry, field_name in (
+        (cfg.rollout.engine, ENGINES, "rollout.engine"),
         (a.advantage, ADVANTAGES, "algorithm.advantage"),
         (a.loss, POLICY_LOSSES, "algorithm.loss"),
         (a.loss_agg, AGGREGATIONS, "algorithm.loss_agg"),

@@ -204,8 +204,8 @@ def save_checkpoint(
     """Checkpoint ``step`` of a sharded run; a collective, every rank calls it. Returns the path on rank 0.
 
     Every rank writes its model and optimizer shards to ``sharded/``; rank 0 then writes the gathered
-    weights as a plain Hugging Face folder and the rest of ``trainer_state`` (the optimizer is in the
-    shards) and commits the checkpoint atomically with ``checkpoint.save_checkpoint``.
+    weights as a plain Hugging Face folder and ``trainer_state`` (without the optimizer: it is in the shards)
+    and commits the checkpoint atomically with ``checkpoint.save_checkpoint``.
     """
     from thinkrl.train import checkpoint
 
@@ -218,9 +218,8 @@ def save_checkpoint(
     ref_weights = full_state_dict(reference) if reference is not None else {}
     path = None
     if dist.is_main():
-        state = {k: v for k, v in trainer_state.items() if k != "optimizer"}
         path = checkpoint.save_checkpoint(
-            run_dir, step, FullStateView(model, weights), tokenizer, state,
+            run_dir, step, FullStateView(model, weights), tokenizer, trainer_state,
             reference=FullStateView(reference, ref_weights) if reference is not None else None,
             keep_last=keep_last, staged=True,
         )  # fmt: skip
