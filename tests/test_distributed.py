@@ -6,7 +6,6 @@ the environment ``torchrun`` would set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADD
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -16,30 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DIGITS, copy_digit, params
+from conftest import DP_OVERRIDES as OVERRIDES
+from conftest import assert_params_close as _assert_close
+from conftest import run_metrics as _metrics
 
 from thinkrl.config import ConfigError, load_config
 from thinkrl.train import distributed as dist
 from thinkrl.train.checkpoint import latest_checkpoint
-
-DIGITS = [{"question": str(i), "answer": str(i)} for i in range(10)]
-# Tolerance of the parameter comparison: ranks sum gradients in another order than one process, and
-# micro-batches hold other rows (float32 rounding, ~1e-7 relative); a token sampled differently would be O(1e-2).
-ATOL = 1e-5
-
-OVERRIDES = [
-    "data.template='{question}='", "rollout.group_size=4", "rollout.prompts_per_step=4",
-    "rollout.max_new_tokens=4", "rollout.stop_strings=[]", "train.lr=1e-2", "log.progress=false",
-    "train.num_threads=1", "train.micro_batch_size=3", "train.save_every=1", "train.keep_last=3",
-    # exercises every global quantity: whitening over the batch (reinforce_pp), token counts of a minibatch
-    # (token_mean), minibatches drawn from the global rows with old log-probs, and the KL reference
-    "algorithm.advantage=reinforce_pp", "algorithm.loss_agg=token_mean", "algorithm.num_minibatches=2",
-    "algorithm.beta=0.01",
-]  # fmt: skip
-
-
-def copy_digit(prompts, completions, answer, **kw):
-    """The toy reward of tests/test_trainer.py: share of completion characters repeating the prompt's digit."""
-    return [sum(ch == a for ch in c) / 4 for c, a in zip(completions, answer)]
 
 
 def first_digit(prompts, completions, answer, **kw):
@@ -67,10 +50,6 @@ def make_trainer(run_dir: Path, *overrides: str, reward: str = "copy_digit"):
     cfg = load_config(None, [*OVERRIDES, f"train.output_dir={run_dir}", *overrides])
     model = tiny_model("llama", len(tok), seed=0)
     return GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=[REWARDS[reward]], train_rows=DIGITS)
-
-
-def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def worker(run_dir: Path, out_dir: Path) -> None:
@@ -137,20 +116,10 @@ def _launch(world: int, run_dir: Path, out_dir: Path, *mode: str) -> None:
         assert p.returncode == 0, f"rank {rank} failed:\n{log[-4000:]}"
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def _ckpt_params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(run_dir / "checkpoints" / f"step-{step:06d}" / "model.safetensors"))
-
-
-def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from thinkrl.eval.runner import (
+from thinkrl.eval import (
     CONFIG_FILE,
     SAMPLES_FILE,
     SUMMARY_FILE,

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distributed import DIGITS, OVERRIDES, _assert_close, _metrics, copy_digit, params
+from conftest import DIGITS, copy_digit, params
+from conftest import DP_OVERRIDES as OVERRIDES
+from conftest import assert_params_close as _assert_close
+from conftest import run_metrics as _metrics
 
 from thinkrl.config import ConfigError, load_config
 from thinkrl.train import distributed as dist
 from thinkrl.train import fsdp
 from thinkrl.train.checkpoint import latest_checkpoint
 
-# Tolerance of the parameter comparison, as in tests/test_distributed.py: gradients are summed in another
-# order (reduce-scatter per micro-batch, other rows per micro-batch): float32 rounding, ~1e-7 relative.
-ATOL = 1e-5
 EXTRA = ["algorithm.ref_refresh_steps=2", "eval.every_steps=2", "eval.k=2", "eval.max_problems=2"]
 
 

@@ -197,7 +197,9 @@ def test_unsupported_models_fall_back_to_the_forward(tok):
     )  # fmt: skip
     assert "dynamic" in lean_unsupported(dynamic, 64)
 
-    peft = pytest.importorskip("peft")
+    peft = pytest.importorskip(
+        "peft", reason="LoRA needs the optional peft package (pip install thinkrl[peft])"
+    )
     base = make("llama", len(tok))
     lora = peft.get_peft_model(
         base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"])

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_trainer as make_grpo_trainer
 from transformers import AutoModelForCausalLM
 
 from thinkrl.config import ConfigError, load_config
-from thinkrl.testing import char_tokenizer, tiny_model
+from thinkrl.testing import tiny_model
 from thinkrl.train.checkpoint import latest_checkpoint
 
-pytest.importorskip("peft")
+pytest.importorskip("peft", reason="LoRA needs the optional peft package (pip install thinkrl[peft])")
 
-DIGITS = [{"question": str(i), "answer": str(i)} for i in range(10)]
 LORA = ["model.lora_r=4", "model.lora_alpha=8", "algorithm.beta=0.01"]
 
 
-def copy_digit(prompts, completions, answer, **kw):
-    return [sum(ch == a for ch in c) / 4 for c, a in zip(completions, answer)]
-
-
 def make_trainer(tmp_path, *overrides: str, seed: int = 0):
-    from thinkrl.train import GRPOTrainer
-
-    tok = char_tokenizer("0123456789=")
-    base = [
-        "data.template='{question}='", "rollout.group_size=4", "rollout.prompts_per_step=4",
-        "rollout.max_new_tokens=4", "rollout.stop_strings=[]", "train.lr=1e-2", "train.steps=1",
-        f"train.output_dir={tmp_path / 'run'}", "log.progress=false",
-    ]  # fmt: skip
-    cfg = load_config(None, base + LORA + list(overrides))
-    model = tiny_model("llama", len(tok), seed=seed)
-    return GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=[copy_digit], train_rows=DIGITS)
+    return make_grpo_trainer(tmp_path, "train.steps=1", *LORA, *overrides, seed=seed)
 
 
 def _logits(model: torch.nn.Module) -> torch.Tensor:
@@ -53,7 +39,7 @@ def test_only_adapters_train_and_the_reference_is_the_initial_policy(tmp_path):
     assert changed and all("lora_" in k for k in changed), sorted(changed)
     assert "train/kl" in history[-1]
 
-    from thinkrl.train.lora import reference_mode
+    from thinkrl.core.lora import reference_mode
 
     with reference_mode(tr.model):  # adapters off: exactly the initial weights
         torch.testing.assert_close(_logits(tr.model), _logits(initial), rtol=0, atol=0)

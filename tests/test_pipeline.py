@@ -73,13 +73,13 @@ KILLER = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-import thinkrl.eval.runner as runner
-append = runner._append_samples
+import thinkrl.eval.files as files
+append = files.append_samples
 def append_then_die(path, records):  # the first batch of stage 3 reaches the disk, then SIGKILL: no cleanup
     append(path, records)
     if "resample" in str(path):
         os.kill(os.getpid(), signal.SIGKILL)
-runner._append_samples = append_then_die
+files.append_samples = append_then_die
 from thinkrl.cli import main
 sys.exit(main(["pipeline", sys.argv[1]]))
 """

@@ -22,6 +22,7 @@ from thinkrl.rewards import build_reward, compute_rewards, get_reward, reward_mo
 from thinkrl.rewards.reward_model import RewardModelReward
 from thinkrl.testing import DEFAULT_CHARS, char_tokenizer
 from thinkrl.train import GRPOTrainer
+from thinkrl.train.checks import check_config
 from thinkrl.train.setup import build_reward_funcs
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -193,13 +194,15 @@ def test_errors_name_the_problem_and_the_fix(rm_dir, tmp_path):
     with pytest.raises(
         ConfigError, match=r"rewards\[0\]: reward 'reward_model': unknown kwargs colour; valid"
     ):
-        load_config(None, [f"rewards=[{{name: reward_model, kwargs: {{path: '{path}', colour: red}}}}]"])
+        check_config(
+            load_config(None, [f"rewards=[{{name: reward_model, kwargs: {{path: '{path}', colour: red}}}}]"])
+        )
     with pytest.raises(ConfigError, match="'format' takes no kwargs \\(got: path\\)"):
-        load_config(None, ["rewards=[{name: format, kwargs: {path: x}}]"])
+        check_config(load_config(None, ["rewards=[{name: format, kwargs: {path: x}}]"]))
     with pytest.raises(ConfigError, match="needs kwargs path"):
-        load_config(None, ["rewards=[{name: reward_model}]"])
+        check_config(load_config(None, ["rewards=[{name: reward_model}]"]))
     with pytest.raises(ConfigError, match="unknown reward 'nope'; valid names: .*reward_model"):
-        load_config(None, ["rewards=[{name: nope}]"])
+        check_config(load_config(None, ["rewards=[{name: nope}]"]))
     cfg = load_config(None, [f"rewards=[{{name: reward_model, kwargs: {{path: '{tmp_path / 'missing'}'}}}}]"])
     with pytest.raises(ConfigError, match=r"rewards\[0\] \(reward_model\): path=.*missing' does not exist"):
         build_reward_funcs(cfg)

@@ -21,9 +21,9 @@ from transformers import (
 )
 
 from thinkrl.rollout import HFEngine, Rollout, SamplingParams
-from thinkrl.rollout import sampling as sampling_mod
+from thinkrl.rollout import token_draw as sampling_mod
 from thinkrl.rollout.hf import DROP_FRACTION, MAX_IDLE_STEPS, _new_cache
-from thinkrl.rollout.sampling import inverse_cdf_sample, sample_tokens, truncate_probs
+from thinkrl.rollout.token_draw import inverse_cdf_sample, sample_tokens, truncate_probs
 
 PAD, EOS, BOS = 0, 1, 2
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 +=<>/."

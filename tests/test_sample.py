@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from thinkrl.sampling import FilterConfig, RewardGrader, filter_samples, repeated_ngram_ratio, sample_dataset
-from thinkrl.sampling.sample import add_sample_arguments, filters_from_args
+from thinkrl.rejection import FilterConfig, RewardGrader, filter_samples, repeated_ngram_ratio, sample_dataset
+from thinkrl.rejection.runner import add_sample_arguments, filters_from_args
 from thinkrl.sft.config import SFTDataConfig
 from thinkrl.sft.data import build_examples, load_sft_rows
 from thinkrl.testing import char_tokenizer, tiny_model

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_cfg, make_trainer, params
 
 from thinkrl.algorithms import entropy_from_logits, lm_head_logprobs, token_logprobs
+from thinkrl.core import disable_dropout
 from thinkrl.rollout import HFEngine, SamplingParams
 from thinkrl.testing import char_tokenizer, tiny_model
 from thinkrl.train.batch import build_batch, forward_logprobs, split_lm_head
-from thinkrl.train.setup import disable_dropout
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -83,7 +84,7 @@ def _model_and_batch(arch: str, lora: bool = False):
     disable_dropout(model)
     if lora:
         from thinkrl.config import ModelConfig
-        from thinkrl.train.lora import apply_lora
+        from thinkrl.core.lora import apply_lora
 
         model = apply_lora(model, ModelConfig(lora_r=4))
         for name, p in model.named_parameters():
@@ -120,8 +121,8 @@ def test_fused_head_equals_logits_path(arch, share_prompt):
 @pytest.mark.parametrize("share_prompt", [False, True])
 def test_fused_head_with_lora_and_reference_mode(share_prompt):
     """Under PEFT: adapter gradients match, and with adapters disabled both paths give the base model."""
-    pytest.importorskip("peft")
-    from thinkrl.train.lora import reference_mode
+    pytest.importorskip("peft", reason="LoRA needs the optional peft package (pip install thinkrl[peft])")
+    from thinkrl.core.lora import reference_mode
 
     model, batch = _model_and_batch("qwen2", lora=True)
     plain = _logp_entropy_grads(model, batch, share_prompt=share_prompt)
@@ -158,13 +159,13 @@ def test_fused_adamw_matches_default(lora):
     from thinkrl.train.setup import build_optimizer
 
     if lora:
-        pytest.importorskip("peft")
+        pytest.importorskip("peft", reason="LoRA needs the optional peft package (pip install thinkrl[peft])")
     t = TrainConfig(lr=1e-2, weight_decay=0.1)
     models = []
     for _ in range(2):
         model = tiny_model("qwen2", 20)
         if lora:
-            from thinkrl.train.lora import apply_lora
+            from thinkrl.core.lora import apply_lora
 
             torch.manual_seed(1)
             model = apply_lora(model, ModelConfig(lora_r=4))
@@ -190,8 +191,6 @@ def test_trainer_fused_head_and_bf16_autocast(tmp_path):
     """One GRPO step: the fused LM head moves the weights exactly as the logits path; bf16 autocast trains
     and warns on CPU (its weights are not compared: Adam turns a flipped sign of a tiny gradient into a full
     step; its log-probs are, in the next test)."""
-    from tests.test_trainer import make_trainer, params
-
     results = {}
     for name, extra in (
         ("logits", ("train.fused_lm_head=false",)),
@@ -215,8 +214,6 @@ def test_trainer_fused_head_and_bf16_autocast(tmp_path):
 def test_gradient_checkpointing_with_fused_head_gives_the_same_update(tmp_path):
     """Checkpointed decoder layers under the fused head (the backbone is called directly): the same step as
     without checkpointing. share_prompt is off under checkpointing (see train.share_prompt's help)."""
-    from tests.test_trainer import make_trainer, params
-
     results = []
     for ckpt in ("true", "false"):
         tr = make_trainer(
@@ -249,7 +246,6 @@ def test_bf16_autocast_close_to_fp32_on_both_head_paths(share_prompt):
 
 
 def test_autocast_option_is_validated(tmp_path):
-    from tests.test_trainer import make_cfg
     from thinkrl.config import ConfigError
 
     with pytest.raises(ConfigError, match="train.autocast='fp8'; valid: none, bf16"):

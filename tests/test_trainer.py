@@ -6,40 +6,13 @@ import json
 
 import pytest
 import torch
+from conftest import DIGITS, copy_digit, make_cfg, make_trainer, params
 from transformers import AutoModelForCausalLM
 
-from thinkrl.config import load_config
-from thinkrl.rewards.base import RewardError
+from thinkrl.rewards import RewardError
 from thinkrl.testing import char_tokenizer, tiny_model
 from thinkrl.train import GRPOTrainer
 from thinkrl.train.checkpoint import latest_checkpoint
-
-DIGITS = [{"question": str(i), "answer": str(i)} for i in range(10)]
-
-
-def copy_digit(prompts, completions, answer, **kw):
-    """Toy verifiable task: the share of completion characters that repeat the prompt's digit."""
-    return [sum(ch == a for ch in c) / 4 for c, a in zip(completions, answer)]
-
-
-def make_cfg(tmp_path, *overrides: str):
-    base = [
-        "data.template='{question}='", "rollout.group_size=4", "rollout.prompts_per_step=4",
-        "rollout.max_new_tokens=4", "rollout.stop_strings=[]", "train.lr=1e-2", "train.steps=2",
-        f"train.output_dir={tmp_path / 'run'}", "log.progress=false", "algorithm.beta=0.0",
-    ]  # fmt: skip
-    return load_config(None, base + list(overrides))
-
-
-def make_trainer(tmp_path, *overrides: str, arch: str = "llama", rewards=(copy_digit,), seed: int = 0):
-    tok = char_tokenizer("0123456789=")
-    model = tiny_model(arch, len(tok), seed=seed)
-    cfg = make_cfg(tmp_path, *overrides)
-    return GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=list(rewards), train_rows=DIGITS)
-
-
-def params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
@@ -137,9 +110,9 @@ def test_micro_batch_size_does_not_change_the_update(tmp_path):
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 def test_shared_prompt_forward_equals_plain(arch):
     """One prompt forward per group, its KV cache reused by every completion: same log-probs and gradients."""
+    from thinkrl.core import disable_dropout
     from thinkrl.rollout import HFEngine, SamplingParams
     from thinkrl.train.batch import build_batch, forward_logprobs
-    from thinkrl.train.setup import disable_dropout
 
     tok = char_tokenizer()
     model = tiny_model(arch, len(tok))
@@ -172,32 +145,139 @@ def test_shared_prompt_update_equals_plain(tmp_path):
         torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-5)
 
 
+# ------------------------------------------------------------------------------- each option has its effect
+def first_update(tmp_path, *overrides: str, steps: int = 1, rewards=(copy_digit,)):
+    """Train ``steps`` steps; returns the gradient the optimizer received first (before Adam, which hides
+    scale: its first step is ~lr * sign(g)), the metrics and the trainer."""
+    tr = make_trainer(tmp_path, f"train.steps={steps}", "train.max_grad_norm=0", *overrides, rewards=rewards)
+    grads: dict[str, torch.Tensor] = {}
+    named = list(tr.model.named_parameters())
+
+    def keep_first(*_):
+        if not grads:
+            grads.update({n: p.grad.clone() for n, p in named if p.grad is not None})
+
+    tr.optimizer.register_step_pre_hook(keep_first)
+    return grads, tr.train(), tr
+
+
+@pytest.fixture(scope="module")
+def default_update(tmp_path_factory):
+    grads, history, tr = first_update(tmp_path_factory.mktemp("default"))
+    lengths = {len(t) for t in tr.collector.collect(0)[0].texts}  # a fresh draw of step 0's completions
+    assert any(g.abs().max() > 0 for g in grads.values())
+    return grads, history, lengths
+
+
+def _differs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-7) for k in a)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("algorithm.num_minibatches=2", "algorithm.ppo_epochs=2", "algorithm.clip_high=0.28"),
-        ("algorithm.dynamic_sampling=true", "algorithm.mask_truncated=true"),
-        ("algorithm.beta=0.01", "algorithm.ref_refresh_steps=1", "algorithm.kl_estimator=k2"),
+        ("algorithm.advantage=rloo",),
+        ("algorithm.advantage=dr_grpo",),
+        ("algorithm.advantage=reinforce_pp",),
+        ("algorithm.std_unbiased=false",),
+        ("algorithm.adv_eps=1.0",),
+        ("algorithm.loss_agg=token_mean",),
+        ("algorithm.loss_agg=seq_mean_token_sum_norm",),
+        ("algorithm.entropy_coef=0.01",),
         (
-            "algorithm.advantage=rloo",
-            "algorithm.loss_agg=seq_mean_token_sum_norm",
-            "algorithm.ratio_level=sequence",
-        ),
-        (
-            "algorithm.advantage=reinforce_pp",
-            "algorithm.tis_cap=2.0",
-            "algorithm.entropy_coef=0.01",
-            "train.lr_schedule=cosine",
-            "train.warmup_steps=1",
-        ),
+            "algorithm.beta=0.5",
+            "algorithm.kl_estimator=k1",
+        ),  # k1's gradient is not 0 where policy == reference
     ],
 )
-def test_algorithm_options_run(tmp_path, overrides):
-    tr = make_trainer(tmp_path, *overrides)
-    history = tr.train()
-    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["reward/mean"])) for h in history)
-    if "algorithm.dynamic_sampling=true" in overrides:
-        assert "dynamic/dropped_groups" in history[0]
+def test_option_changes_the_update(tmp_path, default_update, overrides):
+    """Each option reaches the loss: the first gradient differs from the default run's on the same samples."""
+    grads, _, _ = first_update(tmp_path, *overrides)
+    if "loss_agg" in overrides[0]:  # the aggregations agree when every completion has the same length
+        assert len(default_update[2]) > 1, "precondition: completions of different lengths"
+    assert _differs(grads, default_update[0]), overrides
+
+
+def test_tis_cap_weights_every_token(tmp_path, default_update):
+    """TIS with cap 0.5: the built-in engine's log-probs equal the trainer's, so every weight is min(1, 0.5)
+    and the gradient is exactly half the default's."""
+    grads, _, _ = first_update(tmp_path, "algorithm.tis_cap=0.5")
+    for k, g in default_update[0].items():
+        torch.testing.assert_close(grads[k], 0.5 * g, rtol=1e-4, atol=1e-8)
+
+
+def test_minibatches_and_epochs_set_the_optimizer_steps(tmp_path):
+    _, history, tr = first_update(tmp_path, "algorithm.num_minibatches=2", "algorithm.ppo_epochs=3")
+    steps = {int(s["step"]) for s in tr.optimizer.state.values()}
+    assert steps == {6} and tr.scheduler.last_epoch == 6  # 3 epochs x 2 minibatches
+    assert history[0]["train/ratio_max"] > 1.0  # later minibatches are off-policy
+
+
+@pytest.mark.parametrize(
+    ("overrides", "clipped"),
+    [
+        (("algorithm.clip_low=0.0", "algorithm.clip_high=0.0"), True),
+        (("algorithm.clip_low=10.0", "algorithm.clip_high=10.0"), False),
+        (("algorithm.loss=reinforce", "algorithm.clip_low=0.0", "algorithm.clip_high=0.0"), False),
+    ],
+)
+def test_clip_bounds_and_the_loss_reach_the_update(tmp_path, overrides, clipped):
+    """Off-policy minibatches: clip bounds of 0 clip tokens, wide ones none, and REINFORCE never clips."""
+    _, history, _ = first_update(tmp_path, "algorithm.num_minibatches=2", *overrides)
+    assert (history[0]["train/clip_fraction"] > 0) is clipped
+
+
+def test_dual_clip_and_sequence_ratio(tmp_path):
+    base = first_update(tmp_path / "token", "algorithm.num_minibatches=2")[1][0]
+    dual = first_update(tmp_path / "dual", "algorithm.num_minibatches=2", "algorithm.dual_clip=1.5")[1][0]
+    assert "dual_clip_fraction" not in base and "train/dual_clip_fraction" in dual
+    seq = first_update(tmp_path / "seq", "algorithm.num_minibatches=2", "algorithm.ratio_level=sequence")
+    tok = first_update(tmp_path / "tok", "algorithm.num_minibatches=2")
+    assert seq[2].model is not tok[2].model and _differs(params(seq[2].model), params(tok[2].model))
+
+
+def test_kl_estimator_and_reference_refresh(tmp_path):
+    """Step 2's KL (policy moved, reference at the start) is the chosen estimator's; a reference refreshed
+    every step equals the policy after each step."""
+    kls = {}
+    for est in ("k2", "k3"):
+        _, history, tr = first_update(
+            tmp_path / est, "algorithm.beta=0.01", f"algorithm.kl_estimator={est}", steps=2
+        )
+        kls[est] = history[1]["train/kl"]
+        assert _differs(params(tr.reference), params(tr.model))  # never refreshed
+    assert kls["k2"] > 0 and kls["k3"] > 0 and kls["k2"] != kls["k3"]
+    _, _, tr = first_update(tmp_path / "refresh", "algorithm.beta=0.01", "algorithm.ref_refresh_steps=1")
+    assert not _differs(params(tr.reference), params(tr.model))
+
+
+def test_lr_schedule_and_warmup(tmp_path):
+    _, history, _ = first_update(tmp_path, "train.lr_schedule=cosine", "train.warmup_steps=1", steps=3)
+    # lr after each step's update: warm-up done after 1, then cosine from 1.0 to 0.1 over the other 2 updates
+    assert [h["lr"] for h in history] == pytest.approx([1e-2, 0.55e-2, 0.1e-2])
+
+
+def test_mask_truncated_leaves_cut_completions_out_of_the_loss(tmp_path):
+    for mask in (False, True):
+        tr = make_trainer(tmp_path / str(mask), f"algorithm.mask_truncated={str(mask).lower()}")
+        traj, _ = tr.collector.collect(0)
+        cut = traj.truncated
+        assert cut.any() and (~cut).any(), "precondition: some completions stop, some are cut"
+        assert torch.equal(traj.loss_mask[~cut], traj.attention_mask[~cut])
+        assert torch.equal(traj.loss_mask[cut], traj.attention_mask[cut] & (not mask))
+
+
+def test_dynamic_sampling_keeps_groups_with_spread(tmp_path):
+    def first_digit(prompts, completions, answer, **kw):
+        return [float(c[:1] == a) for c, a in zip(completions, answer)]
+
+    tr = make_trainer(tmp_path, "algorithm.dynamic_sampling=true", "train.seed=2", rewards=(first_digit,))
+    traj, stats = tr.collector.collect(0)
+    assert stats["dynamic/dropped_groups"] > 0 and stats["dynamic/rounds"] > 1
+    for g in traj.group_ids.unique():  # every kept group has reward spread
+        r = traj.rewards[traj.group_ids == g]
+        assert r.max() > r.min()
+    assert traj.group_ids.unique().tolist() == list(range(len(traj) // 4))  # renumbered in order
 
 
 def test_off_policy_update_uses_old_logprobs(tmp_path):

@@ -1,8 +1,8 @@
 """``thinkrl`` command line: train, eval, demo, report, pretrain, config.
 
-thinkrl train configs/demo.yaml algorithm.beta=0.0 rollout.group_size=16
-thinkrl train configs/demo.yaml --resume
-thinkrl config configs/demo.yaml train.lr=1e-5        # print the resolved config
+thinkrl train configs/gsm8k-small.yaml algorithm.beta=0.0 rollout.group_size=16
+thinkrl train configs/gsm8k-small.yaml --resume
+thinkrl config configs/gsm8k-small.yaml train.lr=1e-5        # print the resolved config
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from thinkrl.config import config_to_yaml, load_config
+    from thinkrl.train.checks import check_config
 
     path, overrides = _split_config_and_overrides(args)
-    print(config_to_yaml(load_config(path, overrides)), end="")
+    print(config_to_yaml(check_config(load_config(path, overrides))), end="")
     return 0
 
 
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose modules register their own arguments (eval, sft, sample, pipeline, distill, demo, ...)."""
-    from thinkrl.eval.runner import add_eval_arguments, run_eval_cli
+    from thinkrl.eval import add_eval_arguments, run_eval_cli
 
     p = sub.add_parser(
         "eval", help="evaluate a model with the R1 protocol (pass@1 over k samples, pass@k, cons@k)"
@@ -105,7 +106,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     add_sft_arguments(p)
     p.set_defaults(func=run_sft_cli)
 
-    from thinkrl.sampling import add_sample_arguments, run_sample_cli
+    from thinkrl.rejection import add_sample_arguments, run_sample_cli
 
     p = sub.add_parser(
         "sample", help="k samples per prompt, graded and filtered (rejection sampling) into SFT data"

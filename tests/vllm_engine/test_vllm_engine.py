@@ -123,7 +123,7 @@ def test_sync_weights_merges_lora_adapters(setup):
     """A PEFT policy is pushed with its adapters folded in: vLLM then samples from W + BA."""
     pytest.importorskip("peft")
     from thinkrl.config import ModelConfig
-    from thinkrl.train.lora import apply_lora
+    from thinkrl.core.lora import apply_lora
 
     model, tok, engine, prompt_ids = setup
     policy = apply_lora(copy.deepcopy(model), ModelConfig(lora_r=4, lora_alpha=8.0))

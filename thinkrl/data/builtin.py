@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from thinkrl.data.addition import split_rows
+
 BUILTIN = ("demo",)
 
 
 def builtin_rows(name: str, split: str) -> list[dict[str, Any]]:
     """Rows of a built-in task; ``split`` is ``train`` or ``test`` (held out, disjoint from train).
 
-    ``demo``: add four one-digit numbers ("what is 3 plus 5 plus 8 plus 6" -> "22"), see ``thinkrl.demo.task``.
+    ``demo``: add four one-digit numbers ("what is 3 plus 5 plus 8 plus 6" -> "22"), see ``thinkrl.data.addition``.
     """
     if name == "demo":
-        from thinkrl.demo.task import split_rows
-
         train, held = split_rows(seed=0)
         if split not in ("train", "test"):
             raise ValueError(f"builtin:demo has splits 'train' and 'test', not {split!r}")

@@ -2,7 +2,8 @@
 
 - ``build_tokenizer`` (``tokenizer.py``): character-level, the four R1 tags as single tokens.
 - ``build_model`` (``model.py``): a ~1M-parameter ``LlamaForCausalLM``.
-- ``split_rows`` (``task.py``): the RL task (add four one-digit numbers), seeded disjoint train/held-out split.
+- ``split_rows`` (``thinkrl/data/addition.py``, also ``builtin:demo``): the RL task (add four one-digit
+  numbers), seeded disjoint train/held-out split.
 - ``iter_documents`` (``corpus.py``): the synthetic web-like pretraining corpus (no reasoning after the R1 template).
 - ``pretrain`` (``pretrain.py``): the causal-LM loop that builds the base checkpoint (``thinkrl/assets/demo-base``).
 - ``probe`` (``probe.py``): the base model's mode mix on the exact RL prompt.
@@ -10,17 +11,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from thinkrl.core import DEMO_BASE_PATH
+from thinkrl.data.addition import make_row, split_rows
 from thinkrl.demo.corpus import CORPUS_MIX, iter_documents, sample_documents
 from thinkrl.demo.model import build_model, tiny_llama_config
 from thinkrl.demo.pretrain import PRETRAIN_STEPS, pretrain
 from thinkrl.demo.probe import ProbeReport, classify_completion, probe
-from thinkrl.demo.task import make_row, split_rows
 from thinkrl.demo.tokenizer import TAG_TOKENS, build_tokenizer
-
-DEMO_BASE_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
-"""Where the shipped base checkpoint goes (``pretrain(path, seed=0)`` rebuilds it); not shipped yet."""
 
 __all__ = [
     "CORPUS_MIX",

@@ -26,8 +26,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from thinkrl.data.addition import DIGITS, chain_text, heldout_problems, question_text
 from thinkrl.data.templates import R1_ZERO_TEMPLATE
-from thinkrl.demo.task import DIGITS, chain_text, heldout_problems, question_text
 
 # The recipe: document kind -> share of documents. Tuned by probing the base model on the RL prompt.
 CORPUS_MIX: dict[str, float] = {

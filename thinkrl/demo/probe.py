@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from thinkrl.data.addition import chain_text, split_rows
 from thinkrl.data.templates import render_prompt
-from thinkrl.demo.task import chain_text, split_rows
 from thinkrl.rewards.format import r1_format_ok
 
 MODES = ("steps", "direct", "malformed")
@@ -32,7 +32,7 @@ def classify_completion(text: str, answer: str, operands: list[int] | None = Non
     "steps": writes at least one "a plus b is c" step before its ``<answer>``; "direct": an ``<answer>``
     with no steps; "malformed": no ``<answer>...</answer>`` at all.
 
-    >>> classify_completion(" <think> 3 plus 5 is 8. </think> <answer>8</answer>", "8", [3, 5])
+    >>> classify_completion(" <think> 3 plus 5. 3 plus 5 is 8. </think> <answer>8</answer>", "8", [3, 5])
     {'mode': 'steps', 'format_ok': True, 'correct': True, 'faithful': True}
     >>> classify_completion(" <answer>9</answer>", "8")["mode"], classify_completion(" 8.", "8")["mode"]
     ('direct', 'malformed')
@@ -157,7 +157,7 @@ def probe(model, tokenizer, rows: list[dict], *, k: int = 4, seed: int = 0, **sa
 
 def main(argv: list[str] | None = None) -> ProbeReport:
     """CLI: probe a saved model on the first ``--n`` held-out problems."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from thinkrl.core import load_model_and_tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("path", help="model directory (save_pretrained output)")
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> ProbeReport:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.6)
     args = ap.parse_args(argv)
-    model = AutoModelForCausalLM.from_pretrained(args.path)
-    tokenizer = AutoTokenizer.from_pretrained(args.path)
+    model, tokenizer = load_model_and_tokenizer(args.path, dtype="float32")
     _, held = split_rows()
     report = probe(model, tokenizer, held[: args.n], k=args.k, seed=args.seed, temperature=args.temperature)
     print(json.dumps(asdict(report), indent=2))

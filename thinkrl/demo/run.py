@@ -9,6 +9,7 @@ inside ``<think>`` earns no reward, so only direct answers can be reinforced.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -19,8 +20,8 @@ import torch
 
 from thinkrl.analysis.report import build_report, format_comparison
 from thinkrl.config import Config, load_config
+from thinkrl.data.addition import split_rows
 from thinkrl.demo.probe import MODES, classify_completion
-from thinkrl.demo.task import split_rows
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 PROTOCOL = (
@@ -70,15 +71,20 @@ def demo_config(out_dir: str | Path, overrides: list[str] | None = None) -> Conf
 
 
 def evaluate_stage(model, tokenizer, rows, cfg: Config, out_dir: Path, name: str) -> tuple[dict, list[dict]]:
-    """The R1 protocol on held-out rows; returns (metrics incl. mode mix, samples)."""
-    from thinkrl.eval.runner import evaluate
+    """The R1 protocol on held-out rows, sampled as the run's periodic eval samples (seeded by
+    ``train.seed``); returns (metrics incl. mode mix, samples)."""
+    from thinkrl.eval import eval_sampling, evaluate
 
+    sampling = dataclasses.replace(eval_sampling(cfg), seed=cfg.train.seed)
     result = evaluate(
-        model, tokenizer, rows, k=cfg.eval.k, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, template=cfg.data.template,
-        stop_strings=list(cfg.rollout.stop_strings), out_dir=out_dir / f"eval_{name}", seed=cfg.train.seed,
-        progress=cfg.log.progress, name=name,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        rows,
+        sampling,
+        out_dir=out_dir / f"eval_{name}",
+        progress=cfg.log.progress,
+        name=name,
+    )
     m = result.metrics
     keep = {k: m[k] for k in m if isinstance(m[k], (int, float)) and not k.startswith("n_")}
     keep.update(mode_mix(result.samples, {str(r["id"]): r for r in rows}))
@@ -104,9 +110,7 @@ def run_demo(
     base_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to ``OUT/summary.json``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from thinkrl.demo import DEMO_BASE_PATH
+    from thinkrl.core import DEMO_BASE_PATH, load_model_and_tokenizer
     from thinkrl.train import GRPOTrainer
     from thinkrl.train.setup import build_reward_funcs
 
@@ -122,8 +126,7 @@ def run_demo(
     path = str(base_model or DEMO_BASE_PATH)
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"no base model at {path}; run `thinkrl pretrain --out {path}` first")
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer = load_model_and_tokenizer(path, dtype=cfg.model.dtype)
     train_rows, held_rows = split_rows(seed=0)
     eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[:eval_problems])]
     rows_by_id = {r["id"]: r for r in eval_rows}

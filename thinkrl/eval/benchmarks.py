@@ -193,9 +193,12 @@ def load_benchmark(
 
     ``limit`` keeps the first N rows.
 
-    >>> rows = load_benchmark("countdown", limit=2)  # doctest: +SKIP
-    >>> rows[0]["numbers"], rows[0]["target"]  # doctest: +SKIP
-    ([30, 100, 93], 23)
+    >>> import json, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "cd.jsonl"
+    >>> _ = path.write_text(json.dumps({"nums": [30, 100, 93], "target": 23}) + "\\n")
+    >>> rows = load_benchmark(f"countdown:{path}", limit=2)
+    >>> rows[0]["numbers"], rows[0]["target"], rows[0]["benchmark"]
+    ([30, 100, 93], 23, 'countdown')
     """
     from thinkrl.data.datasets import read_rows
 
@@ -357,11 +360,11 @@ class Grader:
         ]
 
     def _verify(self, preds: list[str], golds: list[str]) -> list[bool]:
-        import thinkrl.rewards.math as rm
+        from thinkrl.rewards.math import verify_math_batch
 
-        if hasattr(rm, "verify_math_batch"):  # one helper round-trip for the whole batch
-            return rm.verify_math_batch(preds, golds, timeout_s=self.timeout_s)
-        return [rm.verify_math(p, g, timeout_s=self.timeout_s) for p, g in zip(preds, golds)]
+        return verify_math_batch(
+            preds, golds, timeout_s=self.timeout_s
+        )  # one helper round-trip for the batch
 
     def equivalent(self, a: str, b: str, row: dict[str, Any]) -> bool:
         """Whether two extracted answers to ``row`` count as the same vote in cons@k."""

@@ -37,9 +37,19 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from thinkrl.config import Config, ConfigError, RewardSpec, _explain, validate
-from thinkrl.sampling.filters import FilterConfig
+from thinkrl.config import (
+    Config,
+    ConfigError,
+    EvalSampling,
+    RewardSpec,
+    check_eval_sampling,
+    explain_error,
+    validate,
+)
+from thinkrl.rejection.filters import FilterConfig
+from thinkrl.rejection.runner import SAMPLE_DEFAULTS
 from thinkrl.sft.config import SFTConfig, validate_sft
+from thinkrl.train.checks import check_config
 
 KINDS = ("sft", "rl", "sample", "eval")
 OUTPUTS: dict[str, dict[str, str]] = {
@@ -58,9 +68,14 @@ _REF = re.compile(r"\$\{\s*(vars|stages)\.([A-Za-z0-9_\-]+)(?:\.([A-Za-z0-9_]+))
 
 # ------------------------------------------------------------------------------------- sample / eval stages
 @dataclass
-class SamplingStageConfig:
-    """Fields shared by the ``sample`` and ``eval`` stages (the flags of ``thinkrl sample`` / ``thinkrl eval``)."""
+class SamplingStageConfig(EvalSampling):
+    """Fields shared by the ``sample`` and ``eval`` stages (the flags of ``thinkrl sample`` / ``thinkrl eval``):
+    the sampling settings of :class:`~thinkrl.config.EvalSampling`, the model, the prompts and the grading."""
 
+    k: int = SAMPLE_DEFAULTS.k
+    """Samples per prompt."""
+    max_new_tokens: int | None = SAMPLE_DEFAULTS.max_new_tokens
+    """Completion cap; samples that hit it count as truncated."""
     model: str = ""
     """Model folder or hub name, usually ``${stages.NAME.model}``; ``demo`` is the built-in base model."""
     data: str = ""
@@ -74,32 +89,12 @@ class SamplingStageConfig:
     """Column holding the gold answer (passed to the rewards as ``answer``)."""
     limit: int | None = None
     """Use only the first N prompts."""
-    k: int = 4
-    """Samples per prompt."""
-    temperature: float = 0.6
-    """Sampling temperature (R1's sampling and evaluation: 0.6)."""
-    top_p: float = 0.95
-    """Nucleus sampling (R1: 0.95)."""
-    top_k: int = 0
-    """Top-k; 0 disables."""
-    max_new_tokens: int = 1024
-    """Completion cap; samples that hit it count as truncated."""
-    template: str = "r1"
-    """``r1``, ``chat``, ``plain`` or a string with ``{question}``: as the model was trained."""
-    system_prompt: str | None = None
-    """System message for ``template=chat``."""
-    stop_strings: list[str] | None = None
-    """Stop strings; None = ``</answer>`` with the r1 template, none otherwise."""
     rewards: list[RewardSpec] = field(
         default_factory=lambda: [RewardSpec("accuracy", 1.0), RewardSpec("format", 1.0)]
     )
     """Rewards that grade every sample (the RL rewards, so training and grading cannot drift)."""
     correct_reward: str | None = None
     """Reward whose score >= 1 makes a sample ``correct`` (default: the first of accuracy/countdown/... graded)."""
-    seed: int = 0
-    """Sampling seed: same seed, same samples."""
-    batch_size: int = 8
-    """Prompts per generate call, and the resume granularity (samples.jsonl is appended after each batch)."""
     dtype: str = "auto"
     """``auto`` (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."""
     device: str | None = None
@@ -113,7 +108,7 @@ class SampleStageConfig(SamplingStageConfig):
     """``kind: sample`` (``thinkrl sample``): k samples per prompt, graded, filtered into ``sft.jsonl``."""
 
     filters: FilterConfig = field(default_factory=FilterConfig)
-    """Rejection filters (``thinkrl.sampling.filters.FilterConfig``), e.g. ``{keep: correct, max_per_prompt: 4}``."""
+    """Rejection filters (``thinkrl.rejection.filters.FilterConfig``), e.g. ``{keep: correct, max_per_prompt: 4}``."""
 
 
 @dataclass
@@ -307,7 +302,7 @@ def _structured(schema: type, layers: list[Any], name: str) -> Any:
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), *layers))
     except OmegaConfBaseException as e:
-        raise ConfigError(f"stage {name!r}: invalid config: {_explain(e, schema)}") from None
+        raise ConfigError(f"stage {name!r}: invalid config: {explain_error(e, schema)}") from None
     except ValueError as e:  # a dataclass's own __post_init__ check (e.g. filters.keep)
         raise ConfigError(f"stage {name!r}: invalid config: {e}") from None
 
@@ -322,13 +317,15 @@ def _validate(kind: str, cfg: Any, name: str) -> None:
             validate_sft(cfg)
         elif kind == "rl":
             validate(cfg)
+            check_config(cfg)
             if cfg.train.steps < 1:
                 raise ConfigError("train.steps must be >= 1 in a pipeline (0 steps exports no model)")
         else:
             if not cfg.model or not cfg.data:
                 raise ConfigError("model and data are required (e.g. model: ${stages.NAME.model})")
-            if cfg.k < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-                raise ConfigError("k, batch_size and max_new_tokens must be >= 1")
+            check_eval_sampling(cfg)
+            if cfg.max_new_tokens is None:
+                raise ConfigError("max_new_tokens must be set (e.g. 1024)")
             if not cfg.rewards:
                 raise ConfigError("rewards is empty; grade with at least one, e.g. [{name: accuracy}]")
     except (ConfigError, ValueError) as e:

@@ -4,7 +4,7 @@
   ``train.output_dir = STAGE/run`` and ``train.resume=true`` (an interrupted stage continues from its latest
   checkpoint: ``train.save_every`` sets how much a kill can lose), then the final checkpoint is exported to
   ``STAGE/model``: a plain Hugging Face folder (weights + tokenizer, no optimizer state), hard-linked.
-- ``sample``: :func:`thinkrl.sampling.sample_dataset` into ``STAGE/`` (``samples.jsonl`` resumes per batch).
+- ``sample``: :func:`thinkrl.rejection.runner_dataset` into ``STAGE/`` (``samples.jsonl`` resumes per batch).
 - ``eval``: :func:`thinkrl.eval.evaluate` into ``STAGE/`` (resumes the same way).
 """
 
@@ -54,16 +54,20 @@ def _run_rl(stage: Stage) -> dict[str, Any]:
 
 
 def _run_sample(stage: Stage) -> dict[str, Any]:
-    from thinkrl.sampling import sample_dataset
+    from thinkrl.rejection import sample_dataset
 
     cfg: SampleStageConfig = stage.cfg
     model, tokenizer = _load(cfg)
     result = sample_dataset(
-        model, tokenizer, _rows(cfg), stage.dir, grader=_grader(cfg), filters=cfg.filters, k=cfg.k,
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-        template=cfg.template, system_prompt=cfg.system_prompt, stop_strings=cfg.stop_strings, seed=cfg.seed,
-        batch_size=cfg.batch_size, progress=cfg.progress,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        _rows(cfg),
+        stage.dir,
+        cfg,
+        grader=_grader(cfg),
+        filters=cfg.filters,
+        progress=cfg.progress,
+    )
     return {
         "kept": result.report["kept"],
         "total": result.report["total"],
@@ -72,15 +76,13 @@ def _run_sample(stage: Stage) -> dict[str, Any]:
 
 
 def _run_eval(stage: Stage) -> dict[str, Any]:
-    from thinkrl.eval.runner import evaluate
+    from thinkrl.eval import evaluate
 
     cfg: EvalStageConfig = stage.cfg
     model, tokenizer = _load(cfg)
     result = evaluate(
-        model, tokenizer, _rows(cfg), k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-        max_new_tokens=cfg.max_new_tokens, template=cfg.template, system_prompt=cfg.system_prompt,
-        stop_strings=cfg.stop_strings, out_dir=stage.dir, seed=cfg.seed, grader=_grader(cfg),
-        batch_size=cfg.batch_size, progress=cfg.progress, name=stage.name,
+        model, tokenizer, _rows(cfg), cfg, out_dir=stage.dir, grader=_grader(cfg), progress=cfg.progress,
+        name=stage.name,
     )  # fmt: skip
     m = result.metrics
     return {
@@ -124,14 +126,9 @@ def _last_with(run_dir: Path, key: str) -> dict[str, Any]:
 
 
 def _load(cfg: SamplingStageConfig) -> tuple[Any, Any]:
-    from thinkrl.eval.runner import load_model
+    from thinkrl.core import load_model_and_tokenizer
 
-    path = cfg.model
-    if path == "demo":
-        from thinkrl.demo import DEMO_BASE_PATH
-
-        path = str(DEMO_BASE_PATH)
-    return load_model(path, dtype=cfg.dtype, device=cfg.device)
+    return load_model_and_tokenizer(cfg.model, dtype=cfg.dtype, device=cfg.device or "auto")
 
 
 def _rows(cfg: SamplingStageConfig) -> list[dict[str, Any]]:
@@ -152,7 +149,7 @@ def _rows(cfg: SamplingStageConfig) -> list[dict[str, Any]]:
 
 
 def _grader(cfg: SamplingStageConfig) -> Any:
-    from thinkrl.sampling import RewardGrader
+    from thinkrl.rejection import RewardGrader
     from thinkrl.train.setup import build_reward_funcs
 
     funcs, weights = build_reward_funcs(cfg)  # reads only cfg.rewards

@@ -92,48 +92,6 @@ class RolloutEngine(Protocol):
         ...
 
 
-def select_rows(rollout: Rollout, rows: torch.Tensor) -> Rollout:
-    """The completions at ``rows`` (N',), prompts renumbered to those still referenced, padding trimmed."""
-    rows = rows.long()
-    old_groups = rollout.group_ids[rows]
-    kept, new_groups = torch.unique(old_groups, sorted=True, return_inverse=True)
-    mask = rollout.completion_mask[rows]
-    t = max(int(mask.sum(-1).max()), 1) if rows.numel() else 1
-    return Rollout(
-        prompt_ids=[rollout.prompt_ids[g] for g in kept.tolist()],
-        group_ids=new_groups,
-        completion_ids=rollout.completion_ids[rows][:, :t],
-        completion_mask=mask[:, :t],
-        logprobs=rollout.logprobs[rows][:, :t],
-        finish_reasons=[rollout.finish_reasons[i] for i in rows.tolist()],
-        texts=[rollout.texts[i] for i in rows.tolist()],
-    )
-
-
-def cat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
-    """Concatenate rollouts (e.g. several dynamic-sampling rounds) into one, re-padding to the longest."""
-    if len(parts) == 1:
-        return parts[0]
-    t = max(p.completion_ids.shape[1] for p in parts)
-
-    def pad(x: torch.Tensor, value: float | int | bool) -> torch.Tensor:
-        return torch.nn.functional.pad(x, (0, t - x.shape[1]), value=value)
-
-    offsets, prompt_ids = [], []
-    for p in parts:
-        offsets.append(len(prompt_ids))
-        prompt_ids.extend(p.prompt_ids)
-    return Rollout(
-        prompt_ids=prompt_ids,
-        group_ids=torch.cat([p.group_ids + off for p, off in zip(parts, offsets)]),
-        completion_ids=torch.cat([pad(p.completion_ids, pad_id) for p in parts]),
-        completion_mask=torch.cat([pad(p.completion_mask, False) for p in parts]),
-        logprobs=torch.cat([pad(p.logprobs, 0.0) for p in parts]),
-        finish_reasons=[r for p in parts for r in p.finish_reasons],
-        texts=[s for p in parts for s in p.texts],
-    )
-
-
 def _as_ids(value: int | list[int] | None) -> set[int]:
     """A token id, a list of them or None, as a set."""
     if value is None:

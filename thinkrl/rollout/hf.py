@@ -18,7 +18,7 @@ How one ``generate`` call runs, per chunk of prompts (``max_batch_size`` bounds 
    fixed, so finished rows stay in it (masked out) instead of being dropped.
 
 Determinism: the row of global index i (prompt i // n) uses the uniform ``step_uniforms(seed, t, N)[i]`` at
-step t (see ``sampling.py``), so the random stream a row sees does not depend on chunking or on which rows
+step t (see ``token_draw.py``), so the random stream a row sees does not depend on chunking or on which rows
 already finished. Same seed and same weights give the same completions for any ``max_batch_size``, up to
 floating-point differences between batch shapes (which, on CPU, we have not seen flip a token). With
 ``SamplingParams.first_row`` the row uses ``step_uniforms(seed, t, first_row + N)[first_row + i]``, so a
@@ -35,7 +35,7 @@ from transformers import DynamicCache
 
 from thinkrl.rollout.base import Rollout, SamplingParams, check_params, stop_and_pad_ids
 from thinkrl.rollout.lean import LeanDecoder, lean_unsupported
-from thinkrl.rollout.sampling import sample_tokens, step_uniforms
+from thinkrl.rollout.token_draw import sample_tokens, step_uniforms
 
 DROP_FRACTION = 0.125
 """Drop finished rows from the decode batch once they are at least this fraction of it."""
@@ -55,11 +55,12 @@ class HFEngine:
         fast_decode: decode supported models with ``LeanDecoder`` (module docstring, step 5).
         cuda_graph: on CUDA, replay each decode step as a CUDA graph (``fast_decode`` models only).
 
-    Example (tiny model, see tests/test_rollout.py)::
-
-        engine = HFEngine(model, tokenizer, max_batch_size=64)
-        out = engine.generate([[5, 6, 7], [8, 9]], SamplingParams(n=4, max_new_tokens=32, seed=0))
-        out.completion_ids.shape  # (8, T)
+    >>> from thinkrl.testing import char_tokenizer, tiny_model
+    >>> tok = char_tokenizer()
+    >>> engine = HFEngine(tiny_model("llama", len(tok)), tok, max_batch_size=64)
+    >>> out = engine.generate([[5, 6, 7], [8, 9]], SamplingParams(n=4, max_new_tokens=8, seed=0))
+    >>> out.completion_ids.shape[0], out.group_ids.tolist()
+    (8, [0, 0, 0, 0, 1, 1, 1, 1])
     """
 
     def __init__(

@@ -80,11 +80,9 @@ class VLLMEngine:
         sleep: GPU only: sleep between generations (frees memory for the update).
         vllm_kwargs: extra ``vllm.LLM`` arguments; they override the ones above.
 
-    Example (see tests/vllm_engine/)::
-
-        engine = VLLMEngine(model, tokenizer)
-        out = engine.generate([[5, 6, 7]], SamplingParams(n=4, max_new_tokens=32, seed=0))
-        optimizer.step(); engine.sync_weights()    # vLLM now samples from the new weights
+    Use: ``engine.generate(prompt_ids, SamplingParams(...))`` as with ``HFEngine``; after each optimizer step
+    ``engine.sync_weights()`` pushes the new weights. tests/vllm_engine/ runs it (``make test-vllm``: vLLM is
+    not in the main environment, so no example here runs under ``make test``).
     """
 
     def __init__(
@@ -147,7 +145,7 @@ class VLLMEngine:
 
     def _state(self) -> list[tuple[str, torch.Tensor]]:
         """(name, tensor) pairs under the transformers model's own keys, adapters folded in."""
-        from thinkrl.train.lora import is_lora, merged_state_dict
+        from thinkrl.core.lora import is_lora, merged_state_dict
 
         sd = merged_state_dict(self.model) if is_lora(self.model) else self.model.state_dict()
         return list(sd.items())
@@ -268,7 +266,7 @@ def unpack_weights(packed: list[tuple[str, str, list[int], bytes]]) -> list[tupl
 
 def _transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model itself (inside a PEFT wrapper when there is one)."""
-    from thinkrl.train.lora import base_model
+    from thinkrl.core.lora import base_model
 
     return base_model(model)
 

@@ -3,7 +3,7 @@
     cfg = load_sft_config("configs/sft.yaml", ["data.train=runs/sample/sft.jsonl", "train.epochs=2"])
 
 ``model`` and ``log`` are the RL config's own sections (same fields, same meaning); parsing and merging is
-OmegaConf's, validation reuses :func:`thinkrl.config._check` and :class:`~thinkrl.config.ConfigError`.
+OmegaConf's, validation reuses :func:`thinkrl.config.check` and :class:`~thinkrl.config.ConfigError`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrl.config import ConfigError, LogConfig, ModelConfig, _check, check_train_fields, load_structured
+from thinkrl.config import (
+    ConfigError,
+    LogConfig,
+    ModelConfig,
+    check,
+    check_model_dtype,
+    check_train_fields,
+    load_structured,
+)
 
 BATCHING = ("packed", "grouped", "padded")
 DATA_FORMATS = ("auto", "prompt_response", "messages")
@@ -121,7 +129,7 @@ def validate_sft(cfg: SFTConfig) -> None:
     from thinkrl.data.templates import check_template
 
     d, t = cfg.data, cfg.train
-    _check(d.format in DATA_FORMATS, f"data.format={d.format!r}; valid: {', '.join(DATA_FORMATS)}")
+    check(d.format in DATA_FORMATS, f"data.format={d.format!r}; valid: {', '.join(DATA_FORMATS)}")
     if d.template != "none":
         try:
             check_template(d.template)
@@ -129,19 +137,16 @@ def validate_sft(cfg: SFTConfig) -> None:
             raise ConfigError(
                 f"data.template: {e} (or `none` for prompts that are already rendered)"
             ) from None
-    _check(t.batching in BATCHING, f"train.batching={t.batching!r}; valid: {', '.join(BATCHING)}")
-    _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    check(t.batching in BATCHING, f"train.batching={t.batching!r}; valid: {', '.join(BATCHING)}")
+    check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     check_train_fields(t)
-    _check(t.max_steps >= 0, "train.max_steps must be >= 0 (0 = run train.epochs full passes)")
-    _check(t.max_seq_len >= 2, f"train.max_seq_len={t.max_seq_len} must be >= 2")
-    _check(t.grad_accum_steps >= 1, "train.grad_accum_steps must be >= 1")
-    _check(t.save_every >= 0 and t.eval_every >= 0, "train.save_every and train.eval_every must be >= 0")
-    _check(t.log_every >= 1, "train.log_every must be >= 1")
-    _check(
+    check(t.max_steps >= 0, "train.max_steps must be >= 0 (0 = run train.epochs full passes)")
+    check(t.max_seq_len >= 2, f"train.max_seq_len={t.max_seq_len} must be >= 2")
+    check(t.grad_accum_steps >= 1, "train.grad_accum_steps must be >= 1")
+    check(t.save_every >= 0 and t.eval_every >= 0, "train.save_every and train.eval_every must be >= 0")
+    check(t.log_every >= 1, "train.log_every must be >= 1")
+    check(
         getattr(cfg.model, "lora_r", 0) == 0,
         "model.lora_r > 0: thinkrl sft trains every weight and does not build LoRA adapters yet; set model.lora_r=0",
     )
-    _check(
-        cfg.model.dtype in ("float32", "bfloat16", "float16"),
-        f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16",
-    )
+    check_model_dtype(cfg.model)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from thinkrl.core import adds_special_tokens
 from thinkrl.data.datasets import DataError, read_rows
 from thinkrl.data.templates import render_prompt
 from thinkrl.sft.config import SFTDataConfig
@@ -77,10 +78,9 @@ def tokenize_row(row: dict[str, Any], tokenizer: Any, cfg: SFTDataConfig) -> SFT
     text = str(row[cfg.prompt_key])
     if cfg.template != "none":
         text = render_prompt(cfg.template, text, tokenizer, cfg.system_prompt)
-    # A chat template (or an already rendered one) writes its own BOS; plain text gets the tokenizer's usual one.
-    bos = getattr(tokenizer, "bos_token", None)
-    special = cfg.template != "chat" and not (bos and text.startswith(bos))
-    prompt = tokenizer(text, add_special_tokens=special)["input_ids"]
+    prompt = tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text, cfg.template))[
+        "input_ids"
+    ]
     response = tokenizer(str(row[cfg.response_key]), add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is None:
         raise DataError(

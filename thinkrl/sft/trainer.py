@@ -9,9 +9,10 @@ One optimizer step, top to bottom:
     trainer.train()
 
 The loss is the mean negative log-likelihood over every response token of the optimizer step (prompt tokens
-are masked out), so micro-batching and packing do not change the update. Checkpoints, resume and metrics are
-``thinkrl train``'s own (:mod:`thinkrl.train.checkpoint`, :class:`~thinkrl.train.logging.MetricsLogger`): a
-checkpoint folder loads with ``AutoModelForCausalLM.from_pretrained`` and can seed an RL run.
+are masked out), so micro-batching and packing do not change the update. The loop, checkpoints, resume, the
+optimizer and the metrics are ``thinkrl train``'s own (:class:`~thinkrl.train.loop.TrainingLoop`,
+:func:`~thinkrl.train.setup.build_optimizer`): a checkpoint folder loads with
+``AutoModelForCausalLM.from_pretrained`` and can seed an RL run.
 """
 
 from __future__ import annotations
@@ -22,25 +23,13 @@ from typing import Any
 
 import torch
 
-from thinkrl.algorithms.logprobs import token_logprobs
-from thinkrl.config import save_config
+from thinkrl.algorithms import token_logprobs
+from thinkrl.core import resolve_device, seed_everything
 from thinkrl.sft.config import SFTConfig
 from thinkrl.sft.data import SFTExample, build_examples, collate, load_sft_rows, plan_epoch, steps_in
-from thinkrl.train.checkpoint import (
-    latest_checkpoint,
-    load_model_weights,
-    load_trainer_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from thinkrl.train.logging import MetricsLogger
-from thinkrl.train.setup import (
-    disable_dropout,
-    load_model_and_tokenizer,
-    lr_lambda,
-    resolve_device,
-    seed_everything,
-)
+from thinkrl.train.loop import TrainingLoop
+from thinkrl.train.parallel import SingleProcess
+from thinkrl.train.setup import build_optimizer, build_scheduler, load_policy, prepare_policy
 
 
 def response_nll(
@@ -60,7 +49,7 @@ def response_nll(
     return -(logp * mask).sum(), mask.sum()
 
 
-class SFTTrainer:
+class SFTTrainer(TrainingLoop):
     """SFT for any Hugging Face causal LM. Everything not passed in is built from ``cfg``.
 
     Args:
@@ -68,6 +57,8 @@ class SFTTrainer:
         model, tokenizer: an already loaded model and its tokenizer (else loaded from ``cfg.model``).
         train_rows, eval_rows: raw rows (prompt/response or messages; else read from ``cfg.data``).
     """
+
+    progress_name = "sft"
 
     def __init__(
         self,
@@ -85,16 +76,12 @@ class SFTTrainer:
             torch.set_num_threads(t.num_threads)
         self.device = resolve_device(t.device)
         if model is None:
-            model, tokenizer = load_model_and_tokenizer(cfg)  # reads only cfg.model
+            model, tokenizer = load_policy(cfg.model)
         if tokenizer is None:
             raise ValueError("SFTTrainer got a model but no tokenizer; pass tokenizer=...")
-        self.model, self.tokenizer = model.to(self.device), tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if cfg.model.disable_dropout:
-            disable_dropout(self.model)
-        if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-        self.model.train()
+        # on the device, dropout off, activation checkpointing as configured, a pad token (the EOS when none)
+        self.model, self.tokenizer = prepare_policy(model, tokenizer, cfg.model, self.device), tokenizer
+        self.pad_id = tokenizer.pad_token_id
         attn = getattr(self.model.config, "_attn_implementation", None) or cfg.model.attn_implementation or ""
         # flash attention finds sample borders from the restarting position ids; the others need the 4D mask
         self.mask_kind = "none" if "flash" in attn else "4d"
@@ -109,21 +96,15 @@ class SFTTrainer:
 
         self._plans: dict[int, list[list[list[int]]]] = {}
         epoch_steps = [steps_in(len(self._plan(e)), t.grad_accum_steps) for e in range(t.epochs)]
-        self.total_steps = min(t.max_steps, sum(epoch_steps)) if t.max_steps else sum(epoch_steps)
+        self._total_steps = min(t.max_steps, sum(epoch_steps)) if t.max_steps else sum(epoch_steps)
 
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(t.warmup_steps, self.total_steps, t.lr_schedule)
-        )
+        self.optimizer = build_optimizer(list(self.model.parameters()), t)
+        self.scheduler = build_scheduler(self.optimizer, t, self.total_steps)
+        self.parallel = SingleProcess()
+        self.log_every = t.log_every
         self.step, self.epoch, self.pos = 0, 0, 0  # pos: next micro-batch of the epoch's plan
         self.run_dir = Path(t.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if t.resume:
-            self._resume()
-        save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = MetricsLogger(self.run_dir, cfg.log, cfg, resume_step=self.step)  # type: ignore[arg-type]
+        self.start_run()
 
     # ------------------------------------------------------------------------------------------- data
     def _plan(self, epoch: int) -> list[list[list[int]]]:
@@ -175,12 +156,7 @@ class SFTTrainer:
             seen += sum(len(self.examples[i]) for row in mb for i in row)
             slots += batch["input_ids"].numel()
             samples += sum(len(row) for row in mb)
-        if t.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
-        else:
-            grad_norm = torch.stack(
-                [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
-            ).norm()
+        grad_norm = self.parallel.clip_grad_norm(list(self.model.parameters()), t.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -216,68 +192,33 @@ class SFTTrainer:
         self.model.train(was_training)
         return float(total / count.clamp(min=1))
 
-    # ------------------------------------------------------------------------------------------- loop
-    def train(self) -> list[dict[str, float]]:
-        """Run to ``total_steps`` (from the resumed step), checkpointing as configured. Returns the metrics."""
-        t = self.cfg.train
-        history: list[dict[str, float]] = []
-        progress = None
-        if self.cfg.log.progress:
-            from tqdm.auto import tqdm
+    # ------------------------------------------------------------------------------------ the loop's hooks
+    @property
+    def total_steps(self) -> int:
+        return self._total_steps
 
-            progress = tqdm(total=self.total_steps, initial=self.step, desc="sft", dynamic_ncols=True)
+    def before_loop(self) -> None:
         if self.step == 0 and self.dropped:
-            print(f"sft: dropped {self.dropped} samples longer than train.max_seq_len={t.max_seq_len}")
-        while self.step < self.total_steps:
-            metrics = self.train_step()
-            last = self.step == self.total_steps
-            if t.eval_every and self.eval_examples and (self.step % t.eval_every == 0 or last):
-                metrics["eval/loss"] = self.eval_loss()
-            if self.step == 1:
-                metrics["data/dropped_too_long"] = float(self.dropped)
-            if self.step % t.log_every == 0 or last:
-                self.logger.log(self.step, metrics)
-            history.append({"step": self.step, **metrics})
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{metrics['train/loss']:.4f}", epoch=f"{metrics['epoch']:.2f}")
-            if (t.save_every and self.step % t.save_every == 0) or last:
-                self.save()
-        if progress is not None:
-            progress.close()
-        self.logger.close()
-        return history
+            print(
+                f"sft: dropped {self.dropped} samples longer than train.max_seq_len={self.cfg.train.max_seq_len}"
+            )
 
-    # ----------------------------------------------------------------------------------- checkpoint/resume
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "data_epoch": self.epoch,
-            "data_pos": self.pos,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
+    def after_step(self, last: bool) -> dict[str, float]:
+        t, out = self.cfg.train, {}
+        if t.eval_every and self.eval_examples and (self.step % t.eval_every == 0 or last):
+            out["eval/loss"] = self.eval_loss()
+        if self.step == 1:
+            out["data/dropped_too_long"] = float(self.dropped)
+        return out
 
-    def save(self) -> Path:
-        return save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.tokenizer,
-            self.state_dict(),
-            keep_last=self.cfg.train.keep_last,
-        )
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{metrics['train/loss']:.4f}", "epoch": f"{metrics['epoch']:.2f}"}
 
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
-            return  # nothing saved yet: a fresh start, which resume=true also allows
-        load_model_weights(self.model, path)
-        state = load_trainer_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.pos = state["step"], state["data_epoch"], state["data_pos"]
-        set_rng_state(state["rng"])
+    def data_position(self) -> tuple[int, int]:
+        return self.epoch, self.pos
+
+    def seek_data(self, epoch: int, pos: int) -> None:
+        self.epoch, self.pos = epoch, pos
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -1,6 +1,13 @@
-"""The GRPO training loop, checkpoints and metrics logging."""
+"""RL training: the GRPO trainer and what it is made of.
 
-from thinkrl.train.setup import load_model_and_tokenizer
+- ``trainer.py``: ``GRPOTrainer``, whose ``train_step`` reads like the paper's inner loop;
+- ``learner.py``: advantages -> old/reference log-probs -> epochs x minibatches -> optimizer;
+- ``parallel.py``: the parallel edge (one process, data parallel, FSDP), on ``distributed.py`` and ``fsdp.py``;
+- ``loop.py``: the outer loop and checkpoint save/resume GRPO and SFT share; ``checkpoint.py``: the files;
+- ``batch.py``: trajectories -> training tensors, log-probs under a model; ``metrics.py``, ``logging.py``;
+- ``setup.py``: the policy, rewards, rows, optimizer and schedule from a config; ``checks.py``: registry names.
+"""
+
 from thinkrl.train.trainer import GRPOTrainer
 
-__all__ = ["GRPOTrainer", "load_model_and_tokenizer"]
+__all__ = ["GRPOTrainer"]

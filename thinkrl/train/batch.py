@@ -1,4 +1,4 @@
-"""Turn a rollout into training tensors, and score tokens under a model.
+"""Turn trajectories (or an engine's rollout) into training tensors, and score tokens under a model.
 
 A training row is ``[left-padded prompt][right-padded completion]``, so every completion starts at the same
 column ``Lp`` and the logits that predict it are the last ``T + 1`` positions but one: the lm-head is applied
@@ -17,6 +17,7 @@ import torch
 
 from thinkrl.algorithms import entropy_from_logits, lm_head_logprobs, token_logprobs
 from thinkrl.rollout.base import Rollout
+from thinkrl.rollout.trajectories import Trajectories
 
 
 @dataclass
@@ -67,25 +68,48 @@ class TrainBatch:
 def build_batch(
     rollout: Rollout, advantages: torch.Tensor, pad_id: int, loss_mask: torch.Tensor
 ) -> TrainBatch:
-    """Pair each completion with its prompt. ``loss_mask`` (N, T) selects tokens that carry loss."""
-    n, t = rollout.completion_ids.shape
-    prompts = [rollout.prompt_ids[g] for g in rollout.group_ids.tolist()]
+    """Pair each completion of an engine's ``rollout`` with its prompt. ``loss_mask`` (N, T) selects tokens
+    that carry loss."""
+    return _pair(
+        [rollout.prompt_ids[g] for g in rollout.group_ids.tolist()], rollout.completion_ids,
+        rollout.completion_mask, loss_mask, rollout.logprobs, rollout.group_ids, advantages, pad_id,
+    )  # fmt: skip
+
+
+def batch_from_trajectories(traj: Trajectories, advantages: torch.Tensor, pad_id: int) -> TrainBatch:
+    """The collector's trajectories with their advantages (N,), ready for forward passes."""
+    return _pair(
+        traj.prompt_ids, traj.completion_ids, traj.attention_mask, traj.loss_mask, traj.sampler_logp,
+        traj.group_ids, advantages, pad_id,
+    )  # fmt: skip
+
+
+def _pair(
+    prompts: list[list[int]],
+    completion_ids: torch.Tensor,
+    attention: torch.Tensor,
+    loss_mask: torch.Tensor,
+    sampler_logp: torch.Tensor,
+    group_ids: torch.Tensor,
+    advantages: torch.Tensor,
+    pad_id: int,
+) -> TrainBatch:
+    n = completion_ids.shape[0]
     lp = max(len(p) for p in prompts)
     prompt_ids = torch.full((n, lp), pad_id, dtype=torch.long)
     prompt_mask = torch.zeros((n, lp), dtype=torch.long)
     for i, p in enumerate(prompts):  # left padding: every completion starts at column lp
         prompt_ids[i, lp - len(p) :] = torch.tensor(p, dtype=torch.long)
         prompt_mask[i, lp - len(p) :] = 1
-    completion_mask = rollout.completion_mask.long()
-    completion_ids = rollout.completion_ids.masked_fill(~rollout.completion_mask, pad_id)
+    completion_ids = completion_ids.masked_fill(~attention, pad_id)
     return TrainBatch(
         input_ids=torch.cat([prompt_ids, completion_ids], 1),
-        attention_mask=torch.cat([prompt_mask, completion_mask], 1),
+        attention_mask=torch.cat([prompt_mask, attention.long()], 1),
         completion_ids=completion_ids,
         mask=loss_mask.float(),
         advantages=advantages.float(),
-        sampler_logp=rollout.logprobs.float(),
-        group_ids=rollout.group_ids.clone(),
+        sampler_logp=sampler_logp.float(),
+        group_ids=group_ids.clone(),
     )
 
 

@@ -1,6 +1,6 @@
 """Data-parallel helpers: one process per device, launched by ``torchrun``; no-ops in a single process.
 
-    torchrun --nproc-per-node 2 -m thinkrl train configs/demo.yaml
+    torchrun --nproc-per-node 2 -m thinkrl train configs/gsm8k-small.yaml
 
 Every rank holds the whole model (with ``train.fsdp``, a shard of it: ``thinkrl/train/fsdp.py``). The
 trainer gives rank r a contiguous share of each step's prompts, sums gradients across ranks after

@@ -11,8 +11,9 @@ shards. Three things need care, because every forward and backward of a sharded 
 * Generation: ranks decode different numbers of steps (rows finish early), so a per-layer all-gather
   would pair up with another rank's different call. :class:`GatheredEngine` all-gathers the whole model
   once before ``generate`` and frees it after (:func:`gathered`): no collective while decoding.
-* Training: a rank may hold fewer rows of a minibatch than another; :func:`pad_micro_batches` gives it
-  empty micro-batches (mask all zero: zero loss, zero gradient) so every rank runs as many passes.
+* Training: a rank may hold fewer rows of a minibatch than another; the parallel edge
+  (``parallel.FSDP.pad_passes``) gives it empty micro-batches (mask all zero: zero loss, zero gradient) so
+  every rank runs as many passes.
 * Checkpoints: :func:`save_checkpoint` writes model and optimizer shards with ``torch.distributed.checkpoint``
   (:func:`save_sharded`, DCP: any rank count can load them) plus a plain Hugging Face folder gathered on rank 0.
 * Rank 0's evaluation: the trainer enters :func:`gathered` on every rank, then only rank 0 generates.
@@ -37,7 +38,6 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from thinkrl.train import distributed as dist
-from thinkrl.train.batch import TrainBatch
 
 SHARDED_DIR = "sharded"
 """Sub-folder of a checkpoint with the DCP shards of the model and optimizer (one file per rank)."""
@@ -133,21 +133,6 @@ class GatheredEngine:
         return getattr(self.engine, name)
 
 
-def pad_micro_batches(micros: list[TrainBatch], batch: TrainBatch) -> list[TrainBatch]:
-    """Append empty micro-batches until this rank has as many as the rank with the most.
-
-    A padding micro-batch is row 0 of ``batch`` with its loss mask cleared: its forward and backward run
-    (the all-gathers and reduce-scatters pair up with the other ranks'), and every loss and metric term is
-    multiplied by the zero mask, so it adds exactly nothing.
-    """
-    most = int(dist.all_reduce_max(torch.tensor(len(micros))))
-    if len(micros) == most:
-        return micros
-    empty = batch.rows(torch.tensor([0]))
-    empty.mask = torch.zeros_like(empty.mask)
-    return [*micros, *[empty] * (most - len(micros))]
-
-
 def _full_options() -> StateDictOptions:
     # full tensors, moved to CPU as they are gathered; only rank 0 keeps them (the others get {})
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -219,8 +204,8 @@ def save_checkpoint(
     """Checkpoint ``step`` of a sharded run; a collective, every rank calls it. Returns the path on rank 0.
 
     Every rank writes its model and optimizer shards to ``sharded/``; rank 0 then writes the gathered
-    weights as a plain Hugging Face folder and the rest of ``trainer_state`` (the optimizer is in the
-    shards) and commits the checkpoint atomically with ``checkpoint.save_checkpoint``.
+    weights as a plain Hugging Face folder and ``trainer_state`` (without the optimizer: it is in the shards)
+    and commits the checkpoint atomically with ``checkpoint.save_checkpoint``.
     """
     from thinkrl.train import checkpoint
 
@@ -233,9 +218,8 @@ def save_checkpoint(
     ref_weights = full_state_dict(reference) if reference is not None else {}
     path = None
     if dist.is_main():
-        state = {k: v for k, v in trainer_state.items() if k != "optimizer"}
         path = checkpoint.save_checkpoint(
-            run_dir, step, FullStateView(model, weights), tokenizer, state,
+            run_dir, step, FullStateView(model, weights), tokenizer, trainer_state,
             reference=FullStateView(reference, ref_weights) if reference is not None else None,
             keep_last=keep_last, staged=True,
         )  # fmt: skip

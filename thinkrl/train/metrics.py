@@ -6,7 +6,6 @@ Metrics stay tensors until :func:`step_metrics` turns them into numbers with one
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +13,7 @@ import torch
 
 from thinkrl.algorithms import zero_spread_groups
 from thinkrl.analysis.dynamics import reflection_rate
-from thinkrl.rollout.base import Rollout
-from thinkrl.train import distributed as dist
+from thinkrl.rollout.trajectories import Trajectories
 
 
 @dataclass
@@ -28,39 +26,30 @@ class StepView:
     truncated: torch.Tensor  # bool
     reflection: torch.Tensor  # each row carries its rank's reflection rate (ranks hold equal row counts)
     per_fn: dict[str, torch.Tensor]
-    first_row: int  # this rank's first row in the global order
+    mine: slice  # this rank's rows in the global order
+
+    @property
+    def first_row(self) -> int:
+        return self.mine.start
 
 
-def gather_step(
-    rollout: Rollout,
-    rewards: torch.Tensor,
-    per_fn: dict[str, torch.Tensor],
-    info: dist.DistInfo,
-    prompts_per_step: int,
-) -> StepView:
-    """The step's per-completion values from every rank, in global row order (one collective)."""
-    n_local = len(rewards)
-    cols = [
-        rewards.double(),
-        # group ids made unique across ranks: a rank holds at most prompts_per_step groups
-        (rollout.group_ids + info.rank * prompts_per_step).double(),
-        rollout.lengths.double(),
-        torch.tensor([f == "length" for f in rollout.finish_reasons], dtype=torch.float64),
-        torch.full((n_local,), reflection_rate(rollout.texts), dtype=torch.float64),
-        torch.full((n_local,), float(info.rank), dtype=torch.float64),
-        *[v.double() for v in per_fn.values()],
-    ]
-    table = dist.all_gather_tensor(torch.stack(cols, dim=1))  # (N_global, K)
-    rank_of_row = table[:, 5]
+def step_view(traj: Trajectories, parallel: Any) -> StepView:
+    """The step's per-completion values of every rank, in global row order (one collective)."""
+    n = len(traj)
+    columns = {
+        "rewards": traj.rewards,
+        "group_ids": traj.group_ids,
+        "lengths": traj.lengths,
+        "truncated": traj.truncated,
+        "reflection": torch.full((n,), reflection_rate(traj.texts), dtype=torch.float64),
+        **{f"reward/{k}": v for k, v in traj.reward_parts.items()},
+    }
+    rows, first = parallel.gather_rows(columns)
     return StepView(
-        rewards=table[:, 0].to(rewards.dtype),
-        group_ids=table[:, 1].long(),
-        lengths=table[:, 2],
-        truncated=table[:, 3].bool(),
-        reflection=table[:, 4],
-        per_fn={k: table[:, 6 + i].to(v.dtype) for i, (k, v) in enumerate(per_fn.items())},
-        first_row=int((rank_of_row < info.rank).sum()),
-    )
+        rewards=rows["rewards"], group_ids=rows["group_ids"], lengths=rows["lengths"],
+        truncated=rows["truncated"], reflection=rows["reflection"],
+        per_fn={k: rows[f"reward/{k}"] for k in traj.reward_parts}, mine=slice(first, first + n),
+    )  # fmt: skip
 
 
 def step_metrics(
@@ -107,12 +96,3 @@ def step_metrics(
     out["throughput/tokens_per_s"] = gen_tokens / total
     out["completions"] = float(len(rewards))
     return out
-
-
-@contextmanager
-def timed(timings: dict[str, float], key: str):
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start

@@ -1,68 +1,29 @@
-"""Set-up helpers shared by the RL and SFT trainers: seeding, device, model loading, dropout, lr schedule."""
+"""Set-up helpers shared by the RL and SFT trainers: the policy from a ``model`` section, optimizer, lr schedule."""
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from thinkrl.config import Config, ModelConfig
+from thinkrl.core import disable_dropout, load_model_and_tokenizer
+from thinkrl.core import resolve_device as resolve_device  # its old home; thinkrl.core is the new one
+from thinkrl.core.lora import apply_lora
+from thinkrl.data.datasets import load_prompts
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every dropout probability in ``model`` (modules and attention-dropout config fields) to 0."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    config = getattr(model, "config", None)
-    for name in ("attention_dropout", "attn_pdrop", "hidden_dropout", "resid_pdrop", "embd_pdrop", "dropout"):
-        if config is not None and isinstance(getattr(config, name, None), float):
-            setattr(config, name, 0.0)
-    for module in model.modules():  # attention layers that copied the rate at construction
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def load_model_and_tokenizer(cfg: Config) -> tuple[torch.nn.Module, Any]:
-    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from ``cfg.model`` (``demo`` = the built-in base model)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = cfg.model.path
-    if not path:
+def load_policy(m: ModelConfig) -> tuple[torch.nn.Module, Any]:
+    """The model and tokenizer a ``model`` config section names, loaded on the CPU in ``m.dtype``
+    (:func:`thinkrl.core.load_model_and_tokenizer`; ``demo`` is the built-in base model)."""
+    if not m.path:
         raise ValueError("model.path is empty; set it to a Hugging Face model folder or name, or `demo`")
-    if path == "demo":
-        from thinkrl.demo import DEMO_BASE_PATH
-
-        path = str(DEMO_BASE_PATH)
-    kwargs: dict[str, Any] = {
-        "dtype": getattr(torch, cfg.model.dtype),
-        "trust_remote_code": cfg.model.trust_remote_code,
-    }
-    if cfg.model.attn_implementation:
-        kwargs["attn_implementation"] = cfg.model.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg.model.tokenizer_path or path, trust_remote_code=cfg.model.trust_remote_code
-    )
-    return model, tokenizer
+    return load_model_and_tokenizer(
+        m.path, dtype=m.dtype, tokenizer_path=m.tokenizer_path, trust_remote_code=m.trust_remote_code,
+        attn_implementation=m.attn_implementation,
+    )  # fmt: skip
 
 
 def prepare_policy(
@@ -71,8 +32,6 @@ def prepare_policy(
     """The model as the RL trainer trains it: on ``device``, dropout off, activation checkpointing and LoRA
     adapters (``model.lora_r > 0``) as ``m`` says, in train mode. Gives ``tokenizer`` a pad token if it has none
     (many base models ship without one; the pad never reaches the loss)."""
-    from thinkrl.train.lora import apply_lora
-
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device)
@@ -85,20 +44,6 @@ def prepare_policy(
             model.enable_input_require_grads()
         model = apply_lora(model, m)
     return model.train()
-
-
-def tokenize_prompts(tokenizer: Any, prompts: list[str], template: str, limit: int) -> list[list[int]]:
-    """Token ids of rendered prompts; a prompt over ``limit`` tokens is an error naming the row, never cut."""
-    # A chat template already holds the special tokens; plain text gets the tokenizer's usual BOS.
-    special = template != "chat"
-    ids = [tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
-    for i, p in enumerate(ids):
-        if len(p) > limit:
-            raise ValueError(
-                f"prompt of row {i} has {len(p)} tokens > data.max_prompt_tokens={limit}; raise the limit "
-                "or drop long rows from the dataset (prompts are never cut silently)"
-            )
-    return ids
 
 
 def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
@@ -126,6 +71,35 @@ def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
     return funcs, [spec.weight for spec in cfg.rewards]
 
 
+def reward_pairs(
+    cfg: Config, given: Sequence[Callable | tuple[Callable, float]] | None = None
+) -> tuple[list[Callable], list[float]]:
+    """(functions, weights): ``given`` callables or ``(callable, weight)`` pairs, else ``cfg.rewards`` built.
+
+    >>> def one(prompts, completions, **kw): return [1.0] * len(completions)
+    >>> reward_pairs(Config(), [one, (one, 0.5)])[1]
+    [1.0, 0.5]
+    """
+    if given is None:
+        return build_reward_funcs(cfg)
+    pairs = [f if isinstance(f, tuple) else (f, 1.0) for f in given]
+    return [f for f, _ in pairs], [float(w) for _, w in pairs]
+
+
+def load_rows(
+    cfg: Config, train_rows: list[dict[str, Any]] | None = None, eval_rows: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(training rows, held-out rows or None): the ones given, else read as ``cfg.data`` says."""
+    d = cfg.data
+    if train_rows is None:
+        train_rows = load_prompts(
+            d.train, split=d.split, question_key=d.question_key, answer_key=d.answer_key, max_rows=d.max_rows
+        )
+    if eval_rows is None and d.eval:
+        eval_rows = load_prompts(d.eval, split="test", question_key=d.question_key, answer_key=d.answer_key)
+    return train_rows, eval_rows
+
+
 def build_optimizer(params: list[torch.nn.Parameter], t: Any) -> torch.optim.Optimizer:
     """AdamW over ``params`` with ``t.lr``, ``t.adam_betas`` and ``t.weight_decay`` (a ``train`` config section).
 
@@ -140,6 +114,14 @@ def build_optimizer(params: list[torch.nn.Parameter], t: Any) -> torch.optim.Opt
     )
     return torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, fused=fused or None
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, t: Any, total_updates: int) -> Any:
+    """The learning-rate schedule of a ``train`` section (``warmup_steps``, ``lr_schedule``) over
+    ``total_updates`` optimizer steps."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(t.warmup_steps, total_updates, t.lr_schedule)
     )
 
 

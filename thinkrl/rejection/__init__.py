@@ -1,13 +1,14 @@
-"""``thinkrl sample``: sample, grade and filter (rejection sampling) into a dataset ``thinkrl sft`` trains on."""
+"""Rejection sampling (``thinkrl sample``): k completions per prompt from any model, graded by the rewards and
+filtered into a dataset ``thinkrl sft`` trains on (DeepSeek-R1 §2.3.3)."""
 
-from thinkrl.sampling.filters import (
+from thinkrl.rejection.filters import (
     FILTERS,
     FilterConfig,
     filter_samples,
     has_code_block,
     repeated_ngram_ratio,
 )
-from thinkrl.sampling.sample import (
+from thinkrl.rejection.runner import (
     RewardGrader,
     SampleResult,
     add_sample_arguments,

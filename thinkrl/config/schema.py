@@ -1,24 +1,15 @@
-"""One typed config tree for every command, loaded from YAML and overridable on the command line.
-
-    cfg = load_config("configs/demo.yaml", ["algorithm.beta=0.0", "rollout.group_size=16"])
+"""The config tree of ``thinkrl train`` (and the sections other commands share): typed dataclasses, every field
+documented with why and the paper's default.
 
 Defaults are the DeepSeek-R1 paper's where it gives one (Nature 2025, supplementary "Training details of
 DeepSeek-R1-Zero": lr 3e-6, KL coefficient 0.001, temperature 1.0, 16 samples per question, 32 questions per
 step, the 512 samples split into 16 minibatches for one inner epoch, reference replaced every 400 steps).
-Small-model presets live in ``configs/``. Parsing and merging is OmegaConf's; validation with fix-it messages
-is ours (:func:`validate`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from typing import Any
 
 
 @dataclass
@@ -238,17 +229,52 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
-    every_steps: int = 0
-    """Evaluate data.eval every N steps (and before the first and after the last); 0 disables."""
-    k: int = 4
+class EvalSampling:
+    """How an evaluation draws its completions, the one definition shared by ``thinkrl eval``, the trainer's
+    periodic eval (``eval``), ``thinkrl sample`` and the pipeline's sample/eval stages. Defaults: the R1
+    evaluation protocol (temperature 0.6, top-p 0.95, k samples per problem)."""
+
+    k: int = 16
     """Samples per problem; pass@1 is their mean correctness (R1: k in 4..64)."""
     temperature: float = 0.6
-    """R1 evaluation protocol: temperature 0.6, top-p 0.95."""
+    """R1 evaluation protocol: temperature 0.6; 0 is greedy decoding (then one sample per problem)."""
     top_p: float = 0.95
     """R1 evaluation protocol: top-p 0.95."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 disables (R1: none)."""
+    max_new_tokens: int | None = 4096
+    """Completion cap (R1 used 32,768); samples that hit it count as truncated (see truncation_rate)."""
+    template: str | None = "r1"
+    """``r1`` (the R1-Zero prompt), ``chat`` (the tokenizer's chat template), ``plain``, or a string with
+    ``{question}``: the template the model was trained with."""
+    system_prompt: str | None = None
+    """System message for the ``chat`` template."""
+    stop_strings: list[str] | None = None
+    """Stop a completion right after any of these; None = ``</answer>`` with the r1 template, none otherwise."""
+    seed: int = 0
+    """Sampling seed: the same seed gives the same samples, and a resumed evaluation draws exactly what the
+    uninterrupted one would."""
+    batch_size: int = 8
+    """Problems per generate call, and the resume granularity (samples are appended after each batch)."""
+
+
+@dataclass
+class EvalConfig(EvalSampling):
+    """The trainer's periodic evaluation of ``data.eval``: the sampling settings of :class:`EvalSampling`
+    (fields left null follow the training run), how often, and on how many problems."""
+
+    k: int = 4
+    """Samples per problem; pass@1 is their mean correctness (R1: k in 4..64)."""
     max_new_tokens: int | None = None
-    """Defaults to rollout.max_new_tokens."""
+    """Completion cap; null = rollout.max_new_tokens."""
+    template: str | None = None
+    """Prompt template; null = data.template (as the policy is trained)."""
+    system_prompt: str | None = None
+    """System message of the chat template; null = data.system_prompt."""
+    stop_strings: list[str] | None = None
+    """Stop strings; null = rollout.stop_strings."""
+    every_steps: int = 0
+    """Evaluate data.eval every N steps (and before the first and after the last); 0 disables."""
     max_problems: int | None = None
     """Evaluate only the first N eval problems."""
 
@@ -278,203 +304,3 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
-
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config value or combination is invalid; the message names the field and the fix."""
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- ``key=value`` overrides, then :func:`validate`.
-
-    >>> cfg = load_config(None, ["rollout.group_size=4", "algorithm.beta=0"])
-    >>> cfg.rollout.group_size, cfg.algorithm.beta
-    (4, 0.0)
-    """
-    cfg = load_structured(Config, path, overrides)
-    validate(cfg)
-    return cfg
-
-
-def load_structured(schema: type[T], path: str | Path | None, overrides: list[str] | None) -> T:
-    """Merge ``schema``'s defaults <- a YAML file <- dotted overrides with OmegaConf; any parse or type error
-    becomes a :class:`ConfigError` that names the key (and, for an unknown key, the valid ones)."""
-    layers = [OmegaConf.structured(schema)]
-    try:
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file (see configs/)")
-            layers.append(OmegaConf.load(p))
-        for o in overrides or []:
-            if "=" not in o:
-                raise ConfigError(f"override {o!r} is not key=value (e.g. train.lr=1e-5)")
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid config: {_explain(e, schema)}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            f"invalid YAML in the config or an override ({e}); quote values with braces or colons"
-        ) from None
-    assert isinstance(cfg, schema)
-    return cfg
-
-
-def _explain(e: OmegaConfBaseException, schema: type) -> str:
-    key = getattr(e, "full_key", None) or ""
-    msg = str(e).splitlines()[0]
-    if "not in struct" in msg or ("Key '" in msg and "not" in msg):
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        valid = _valid_keys(schema, parent)
-        return f"unknown key {key!r}; valid keys under {parent or 'the top level'!r}: {', '.join(valid)}"
-    return f"{key}: {msg}" if key else msg
-
-
-def _valid_keys(schema: type, dotted: str) -> list[str]:
-    obj: Any = schema
-    for part in filter(None, dotted.split(".")):
-        fields = {f.name: f for f in dataclasses.fields(obj)}
-        if part not in fields:
-            return [f.name for f in dataclasses.fields(schema)]
-        factory = fields[part].default_factory
-        value = factory() if factory is not dataclasses.MISSING else None
-        obj = type(value) if dataclasses.is_dataclass(value) else None
-        if obj is None:
-            return []
-    return [f.name for f in dataclasses.fields(obj)]
-
-
-def config_to_yaml(cfg: Config) -> str:
-    """The resolved config as YAML, as saved in every run directory."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(config_to_yaml(cfg))
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
-def check_train_fields(t: Any) -> None:
-    """The optimizer, schedule, checkpoint and device fields that the RL and SFT ``train`` sections share."""
-    _check(t.lr > 0, f"train.lr={t.lr} must be > 0")
-    _check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
-    _check(
-        t.lr_schedule in ("constant", "cosine"),
-        f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine",
-    )
-    _check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
-    _check(t.keep_last >= 1, "train.keep_last must be >= 1")
-    _check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
-
-
-def validate(cfg: Config) -> None:
-    """Reject bad values and bad combinations at start, with a message naming the field and the fix."""
-    from thinkrl.algorithms import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
-    from thinkrl.data.templates import check_template
-
-    r, a, t, ev = cfg.rollout, cfg.algorithm, cfg.train, cfg.eval
-    _check(r.group_size >= 1, f"rollout.group_size={r.group_size} must be >= 1")
-    _check(
-        r.group_size >= 2 or a.advantage not in ("grpo", "dr_grpo", "rloo"),
-        f"rollout.group_size={r.group_size} with algorithm.advantage={a.advantage!r}: a group-relative advantage "
-        "needs G >= 2 samples per prompt (every advantage would be 0); set rollout.group_size=2 or more",
-    )
-    _check(r.prompts_per_step >= 1, f"rollout.prompts_per_step={r.prompts_per_step} must be >= 1")
-    _check(
-        r.temperature > 0,
-        f"rollout.temperature={r.temperature}: RL needs sampling; use a value > 0 (R1: 1.0)",
-    )
-    _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
-    _check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0 (0 disables)")
-    _check(r.max_new_tokens >= 1, f"rollout.max_new_tokens={r.max_new_tokens} must be >= 1")
-    _check(t.autocast in ("none", "bf16"), f"train.autocast={t.autocast!r}; valid: none, bf16")
-    _check(r.engine in ("builtin", "vllm"), f"rollout.engine={r.engine!r}; valid: builtin, vllm")
-    _check(
-        0 < r.vllm_gpu_memory_utilization <= 1,
-        f"rollout.vllm_gpu_memory_utilization={r.vllm_gpu_memory_utilization} must be in (0, 1]",
-    )
-    _check(r.vllm_kv_cache_gib > 0, f"rollout.vllm_kv_cache_gib={r.vllm_kv_cache_gib} must be > 0")
-    _check(
-        r.vllm_dtype in ("auto", "float32", "bfloat16", "float16"),
-        f"rollout.vllm_dtype={r.vllm_dtype!r}; valid: auto, float32, bfloat16, float16",
-    )
-    _check(
-        r.vllm_max_model_len is None or r.vllm_max_model_len > r.max_new_tokens,
-        f"rollout.vllm_max_model_len={r.vllm_max_model_len} must exceed rollout.max_new_tokens="
-        f"{r.max_new_tokens} (it holds prompt + completion); raise it or set null",
-    )
-    for name, registry, field_name in (
-        (a.advantage, ADVANTAGES, "algorithm.advantage"),
-        (a.loss, POLICY_LOSSES, "algorithm.loss"),
-        (a.loss_agg, AGGREGATIONS, "algorithm.loss_agg"),
-        (a.kl_estimator, KL_ESTIMATORS, "algorithm.kl_estimator"),
-    ):
-        _check(name in registry, f"{field_name}={name!r} is unknown; valid: {', '.join(sorted(registry))}")
-    _check(
-        a.ratio_level in ("token", "sequence"),
-        f"algorithm.ratio_level={a.ratio_level!r}; valid: token, sequence",
-    )
-    _check(a.beta >= 0, f"algorithm.beta={a.beta} must be >= 0 (0 disables the KL term)")
-    _check(a.clip_low >= 0 and a.clip_high >= 0, "algorithm.clip_low and clip_high must be >= 0")
-    _check(a.dual_clip is None or a.dual_clip > 1, f"algorithm.dual_clip={a.dual_clip} must be > 1 or null")
-    _check(a.ppo_epochs >= 1, f"algorithm.ppo_epochs={a.ppo_epochs} must be >= 1")
-    n_samples = r.prompts_per_step * r.group_size
-    _check(
-        a.num_minibatches >= 1 and n_samples % a.num_minibatches == 0,
-        f"algorithm.num_minibatches={a.num_minibatches} must divide prompts_per_step x group_size = {n_samples}",
-    )
-    _check(a.max_sampling_rounds >= 1, "algorithm.max_sampling_rounds must be >= 1")
-    _check(a.tis_cap is None or a.tis_cap > 0, "algorithm.tis_cap must be > 0 or null")
-    _check(a.ref_refresh_steps >= 0, "algorithm.ref_refresh_steps must be >= 0")
-    _check(t.steps >= 0, "train.steps must be >= 0")
-    check_train_fields(t)
-    m = cfg.model
-    _check(m.lora_r >= 0, f"model.lora_r={m.lora_r} must be >= 0 (0 disables LoRA)")
-    _check(0 <= m.lora_dropout < 1, f"model.lora_dropout={m.lora_dropout} must be in [0, 1)")
-    _check(
-        m.lora_r == 0 or a.ref_refresh_steps == 0 or a.beta == 0,
-        f"algorithm.ref_refresh_steps={a.ref_refresh_steps} with model.lora_r={m.lora_r}: the LoRA reference "
-        "is the base model with adapters disabled and cannot be refreshed; set algorithm.ref_refresh_steps=0",
-    )
-    _check(
-        not t.fsdp or m.lora_r == 0,
-        f"train.fsdp=true with model.lora_r={m.lora_r}: FSDP is not supported with LoRA (the frozen base "
-        "and the adapters would share FSDP units); set model.lora_r=0, or train.fsdp=false to replicate "
-        "the base and train the adapters data-parallel",
-    )
-    _check(
-        not t.fsdp or r.engine == "builtin",
-        f"train.fsdp=true with rollout.engine={r.engine!r}: only the builtin engine samples from sharded "
-        "weights; set rollout.engine=builtin or train.fsdp=false",
-    )
-    _check(
-        cfg.model.dtype in ("float32", "bfloat16", "float16"),
-        f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16",
-    )
-    _check(ev.k >= 1, "eval.k must be >= 1")
-    _check(ev.every_steps >= 0, "eval.every_steps must be >= 0")
-    _check(
-        len(cfg.rewards) >= 1,
-        "rewards is empty; list at least one, e.g. rewards=[{name: accuracy, weight: 1.0}]",
-    )
-    from thinkrl.rewards import check_reward_kwargs  # no torch: cheap at validation time
-
-    for i, spec in enumerate(cfg.rewards):
-        try:
-            check_reward_kwargs(spec.name, spec.kwargs)
-        except ValueError as e:
-            raise ConfigError(f"rewards[{i}]: {e}") from None
-    try:
-        check_template(cfg.data.template)
-    except ValueError as e:
-        raise ConfigError(f"data.template: {e}") from None
-    _check(cfg.data.max_prompt_tokens >= 1, "data.max_prompt_tokens must be >= 1")

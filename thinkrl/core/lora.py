@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-from thinkrl.config import ModelConfig
-
 ADAPTER_DIR = "adapter"
 """Sub-folder of a checkpoint that holds the PEFT adapter (adapter_config.json, adapter_model.safetensors)."""
 
@@ -41,8 +39,9 @@ def is_lora(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
-def apply_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
-    """Wrap ``model`` with LoRA adapters of rank ``cfg.lora_r`` on ``cfg.lora_target_modules``.
+def apply_lora(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters of rank ``cfg.lora_r`` on ``cfg.lora_target_modules`` (a ``model``
+    config section: ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``).
 
     Only adapter weights keep ``requires_grad``; the base weights are frozen. The wrapped model computes
     exactly what ``model`` computed (B is initialised to 0). Seed first: A is initialised randomly.

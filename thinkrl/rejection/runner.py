@@ -6,8 +6,9 @@
 
 Generation is :func:`thinkrl.eval.evaluate` (batched through ``HFEngine``, progress bar, resumable): an
 interrupted run appends to ``OUT/samples.jsonl`` and a rerun generates only the missing prompts. Grading is
-:class:`RewardGrader`: the same reward callables as RL (:func:`thinkrl.rewards.base.compute_rewards`). Filtering
-(:mod:`thinkrl.sampling.filters`) is cheap and redone on every run, so filters can be changed without sampling
+:class:`RewardGrader`: the same reward callables as RL, scored as the collector scores them
+(:func:`thinkrl.rollout.score`). Filtering
+(:mod:`thinkrl.rejection.filters`) is cheap and redone on every run, so filters can be changed without sampling
 again. Files in ``OUT``:
 
 - ``samples.jsonl``: every graded sample (``id``, ``sample_idx``, ``completion``, ``correct``, ``rewards``,
@@ -20,21 +21,27 @@ again. Files in ``OUT``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thinkrl.config import EvalSampling
 from thinkrl.data.templates import render_prompt
-from thinkrl.rewards.base import compute_rewards, reward_name
+from thinkrl.eval import evaluate, prepare_rows
+from thinkrl.eval.cli import add_model_arguments, add_sampling_arguments, sampling_from_args
+from thinkrl.eval.files import write_json
+from thinkrl.rejection.filters import FilterConfig, filter_samples, format_report
+from thinkrl.rewards import reward_name
 from thinkrl.rewards.extract import extract_answer
-from thinkrl.sampling.filters import FilterConfig, filter_samples, format_report
+from thinkrl.rollout import CORRECTNESS_REWARDS, score
 
 SFT_FILE = "sft.jsonl"
 FILTER_SUMMARY_FILE = "filter_summary.json"
-CORRECTNESS_REWARDS = ("accuracy", "exact_match", "countdown", "code", "routed")
-"""Reward names that say whether an answer is right (the first one graded decides ``correct``)."""
+SAMPLE_DEFAULTS = EvalSampling(k=4, max_new_tokens=1024)
+"""``thinkrl sample``'s sampling defaults (the pipeline's sample stage uses the same)."""
 
 
 class RewardGrader:
@@ -66,9 +73,8 @@ class RewardGrader:
         self, rows: Sequence[dict[str, Any]], completions: Sequence[str], prompts: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         prompts = list(prompts) if prompts is not None else [r["question"] for r in rows]
-        keys = sorted({k for r in rows for k in r})  # every data column, question included (prompt_key)
-        columns = {k: [r.get(k) for r in rows] for k in keys}
-        out = compute_rewards(self.funcs, self.weights, prompts, list(completions), **columns)
+        # every data column reaches the rewards, question included (a reward model's prompt_key)
+        out = score(self.funcs, self.weights, prompts, completions, rows)
         per_fn = {
             name: [None if v != v else v for v in scores.tolist()]
             for name, scores in out.per_function.items()
@@ -115,20 +121,12 @@ def sample_dataset(
     tokenizer: Any,
     rows: Sequence[dict[str, Any]],
     out_dir: str | Path,
+    sampling: EvalSampling | None = None,
     *,
     grader: Any,
     filters: FilterConfig | None = None,
-    k: int = 4,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    top_k: int = 0,
-    max_new_tokens: int = 1024,
-    template: str = "r1",
-    system_prompt: str | None = None,
-    stop_strings: Sequence[str] | None = None,
-    seed: int = 0,
-    batch_size: int = 8,
     progress: bool = True,
+    **settings: Any,
 ) -> SampleResult:
     """Sample ``k`` completions per row, grade, filter, and write ``OUT/sft.jsonl`` (see the module docstring).
 
@@ -137,50 +135,52 @@ def sample_dataset(
         tokenizer: renders and tokenizes the prompts (None only with a model path).
         rows: prompt rows with ``question`` and ``answer`` (e.g. from :func:`thinkrl.data.load_prompts`);
             an ``id`` column keys the resume (default: the row's position).
+        sampling: how to sample (default :data:`SAMPLE_DEFAULTS`, R1's temperature 0.6 and top-p 0.95);
+            ``settings`` override its fields by name, as in :func:`thinkrl.eval.evaluate`.
         grader: a :class:`RewardGrader` (or any object with ``grade`` and ``equivalent``).
         filters: which samples to keep (default: :class:`FilterConfig`'s defaults, every grade).
-        k, temperature, top_p, top_k, max_new_tokens, template, system_prompt, stop_strings, seed, batch_size:
-            as in :func:`thinkrl.eval.evaluate` (R1's sampling: temperature 0.6, top-p 0.95).
 
-    Example (tests/test_sample.py runs it on a tiny model)::
-
-        grader = RewardGrader([get_reward("accuracy"), get_reward("format")])
-        result = sample_dataset(model, tok, rows, "runs/sample", grader=grader, k=8,
-                                filters=FilterConfig(keep="correct", max_per_prompt=2))
+    >>> import tempfile
+    >>> from thinkrl.rewards import get_reward
+    >>> from thinkrl.testing import char_tokenizer, tiny_model
+    >>> tok = char_tokenizer()
+    >>> rows = [{"question": "1+1", "answer": "2"}]
+    >>> result = sample_dataset(tiny_model("llama", len(tok)), tok, rows, tempfile.mkdtemp(), k=2,
+    ...     max_new_tokens=4, template="plain", grader=RewardGrader([get_reward("format")]),
+    ...     filters=FilterConfig(drop_truncated=False), progress=False)
+    >>> result.report["total"], sorted(result.kept[0])
+    (2, ['answer', 'id', 'prompt', 'question', 'response', 'reward', 'sample_idx'])
     """
-    from thinkrl.eval.benchmarks import prepare_rows
-    from thinkrl.eval.runner import _write_json, evaluate
-
     out = Path(out_dir)
     rows = prepare_rows(rows)
+    s = dataclasses.replace(sampling or SAMPLE_DEFAULTS, **settings)
     if isinstance(
         model_or_engine, str | Path
     ):  # load once here: the prompts for sft.jsonl need its tokenizer
-        from thinkrl.eval.runner import load_model
+        from thinkrl.core import load_model_and_tokenizer
 
-        model_or_engine, loaded = load_model(str(model_or_engine))
+        model_or_engine, loaded = load_model_and_tokenizer(str(model_or_engine), device="auto")
         tokenizer = tokenizer if tokenizer is not None else loaded
     result = evaluate(
-        model_or_engine, tokenizer, rows, k=k, temperature=temperature, top_p=top_p, top_k=top_k,
-        max_new_tokens=max_new_tokens, template=template, system_prompt=system_prompt, stop_strings=stop_strings,
-        out_dir=out, seed=seed, grader=grader, batch_size=batch_size, progress=progress, name="sample",
-    )  # fmt: skip
+        model_or_engine, tokenizer, rows, s, out_dir=out, grader=grader, progress=progress, name="sample"
+    )
     by_id = {r["id"]: r for r in rows}
     kept, report = filter_samples(result.samples, filters or FilterConfig())
     sft_rows = []
-    for s in kept:
-        row = by_id[s["id"]]
+    for sample in kept:
+        row = by_id[sample["id"]]
         prompt = render_prompt(
-            template, row["question"], tokenizer, system=system_prompt
-        )  # as evaluate renders it
+            s.template, row["question"], tokenizer, system=s.system_prompt
+        )  # as evaluate does
         sft_rows.append({
-            "prompt": prompt, "response": s["completion"], "question": row["question"], "answer": row["answer"],
-            "id": s["id"], "sample_idx": s["sample_idx"], "reward": s.get("reward"),
+            "prompt": prompt, "response": sample["completion"], "question": row["question"],
+            "answer": row["answer"], "id": sample["id"], "sample_idx": sample["sample_idx"],
+            "reward": sample.get("reward"),
         })  # fmt: skip
     tmp = out / (SFT_FILE + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft_rows))
     tmp.replace(out / SFT_FILE)
-    _write_json(out / FILTER_SUMMARY_FILE, report)
+    write_json(out / FILTER_SUMMARY_FILE, report)
     return SampleResult(
         samples=result.samples, kept=sft_rows, report=report, summary=result.summary, out_dir=out
     )
@@ -201,19 +201,7 @@ def add_sample_arguments(parser: Any) -> None:
     a("--question-key", default="question", help="column holding the problem text")
     a("--answer-key", default="answer", help="column holding the gold answer (passed to rewards as `answer`)")
     a("--limit", type=int, default=None, help="use only the first N prompts")
-    a("--k", type=int, default=4, help="samples per prompt")
-    a("--temperature", type=float, default=0.6, help="R1: 0.6; 0 = greedy (one sample per prompt)")
-    a("--top-p", type=float, default=0.95, help="R1: 0.95")
-    a("--top-k", type=int, default=0, help="0 disables")
-    a(
-        "--max-new-tokens",
-        type=int,
-        default=1024,
-        help="completion cap; samples that hit it count as truncated",
-    )
-    a("--template", default="r1", help="r1, chat, plain, or a string with {question}")
-    a("--system-prompt", default=None, help="system message for --template chat")
-    a("--stop", action="append", default=None, help="stop string (default: </answer> with --template r1)")
+    add_sampling_arguments(parser, SAMPLE_DEFAULTS)
     a(
         "--rewards",
         default="accuracy,format",
@@ -224,8 +212,6 @@ def add_sample_arguments(parser: Any) -> None:
         default=None,
         help="reward that decides `correct` (default: accuracy/countdown/... graded)",
     )
-    a("--seed", type=int, default=0, help="sampling seed")
-    a("--batch-size", type=int, default=8, help="prompts per generate call (and per resume checkpoint)")
     f = parser.add_argument_group("filters (rejection sampling)")
     f.add_argument("--keep", choices=("all", "correct"), default="all", help="correct: rejection sampling")
     f.add_argument("--keep-truncated", action="store_true", help="keep samples that hit --max-new-tokens")
@@ -241,9 +227,7 @@ def add_sample_arguments(parser: Any) -> None:
     )
     f.add_argument("--no-dedup", action="store_true", help="keep identical completions of a prompt")
     f.add_argument("--max-per-prompt", type=int, default=None, help="keep at most N samples per prompt")
-    a("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    a("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    a("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(parser)
 
 
 def filters_from_args(args: Any) -> FilterConfig:
@@ -257,8 +241,8 @@ def filters_from_args(args: Any) -> FilterConfig:
 
 def run_sample_cli(args: Any) -> int:
     """Run ``thinkrl sample`` from parsed :func:`add_sample_arguments` args; prints the filter report."""
+    from thinkrl.core import load_model_and_tokenizer
     from thinkrl.data.datasets import load_prompts
-    from thinkrl.eval.runner import load_model
     from thinkrl.rewards import get_reward
 
     filters = filters_from_args(args)
@@ -276,13 +260,17 @@ def run_sample_cli(args: Any) -> int:
         answer_key=args.answer_key,
         max_rows=args.limit,
     )
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device or "auto")
     result = sample_dataset(
-        model, tokenizer, rows, args.out, grader=grader, filters=filters, k=args.k, temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, template=args.template,
-        system_prompt=args.system_prompt, stop_strings=args.stop, seed=args.seed, batch_size=args.batch_size,
+        model,
+        tokenizer,
+        rows,
+        args.out,
+        sampling_from_args(args),
+        grader=grader,
+        filters=filters,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     print(format_report(result.report))
     print(
         f"  -> {result.out_dir / SFT_FILE} ({len(result.kept)} rows), {result.out_dir / FILTER_SUMMARY_FILE}"

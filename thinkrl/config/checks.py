@@ -1,0 +1,136 @@
+"""Structural validation: types are OmegaConf's; ranges and combinations are checked here, each failure a
+:class:`ConfigError` that names the field and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thinkrl.config.loading import ConfigError
+from thinkrl.config.schema import Config, EvalSampling
+from thinkrl.core import DTYPES
+
+
+def check(cond: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(message)
+
+
+def check_train_fields(t: Any) -> None:
+    """The optimizer, schedule, checkpoint and device fields that the RL and SFT ``train`` sections share."""
+    check(t.lr > 0, f"train.lr={t.lr} must be > 0")
+    check(t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1")
+    check(
+        t.lr_schedule in ("constant", "cosine"),
+        f"train.lr_schedule={t.lr_schedule!r}; valid: constant, cosine",
+    )
+    check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
+    check(t.keep_last >= 1, "train.keep_last must be >= 1")
+    check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
+
+
+def check_model_dtype(m: Any) -> None:
+    """``model.dtype`` is one the loader knows (:data:`thinkrl.core.DTYPES`)."""
+    check(m.dtype in DTYPES, f"model.dtype={m.dtype!r}; valid: {', '.join(DTYPES)}")
+
+
+def check_eval_sampling(s: EvalSampling, prefix: str = "") -> None:
+    """The ranges of :class:`EvalSampling` fields (``prefix`` names the section in messages, e.g. ``eval.``).
+
+    >>> check_eval_sampling(EvalSampling(top_p=0))
+    Traceback (most recent call last):
+    ...
+    thinkrl.config.loading.ConfigError: top_p=0 must be in (0, 1]
+    """
+    check(s.k >= 1, f"{prefix}k={s.k} must be >= 1")
+    check(s.temperature >= 0, f"{prefix}temperature={s.temperature} must be >= 0 (0 = greedy)")
+    check(0 < s.top_p <= 1, f"{prefix}top_p={s.top_p} must be in (0, 1]")
+    check(s.top_k >= 0, f"{prefix}top_k={s.top_k} must be >= 0 (0 disables)")
+    check(
+        s.max_new_tokens is None or s.max_new_tokens >= 1,
+        f"{prefix}max_new_tokens={s.max_new_tokens} must be >= 1",
+    )
+    check(s.batch_size >= 1, f"{prefix}batch_size={s.batch_size} must be >= 1")
+
+
+def validate(cfg: Config) -> None:
+    """Reject bad values and bad combinations at start, with a message naming the field and the fix.
+
+    Structural checks only: names looked up in thinkrl's registries (algorithms, rewards, templates) are
+    checked by ``thinkrl.train.checks.check_config``, which sits above those registries.
+    """
+    r, a, t, ev = cfg.rollout, cfg.algorithm, cfg.train, cfg.eval
+    check(r.group_size >= 1, f"rollout.group_size={r.group_size} must be >= 1")
+    check(
+        r.group_size >= 2 or a.advantage not in ("grpo", "dr_grpo", "rloo"),
+        f"rollout.group_size={r.group_size} with algorithm.advantage={a.advantage!r}: a group-relative advantage "
+        "needs G >= 2 samples per prompt (every advantage would be 0); set rollout.group_size=2 or more",
+    )
+    check(r.prompts_per_step >= 1, f"rollout.prompts_per_step={r.prompts_per_step} must be >= 1")
+    check(
+        r.temperature > 0,
+        f"rollout.temperature={r.temperature}: RL needs sampling; use a value > 0 (R1: 1.0)",
+    )
+    check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
+    check(r.top_k >= 0, f"rollout.top_k={r.top_k} must be >= 0 (0 disables)")
+    check(r.max_new_tokens >= 1, f"rollout.max_new_tokens={r.max_new_tokens} must be >= 1")
+    check(t.autocast in ("none", "bf16"), f"train.autocast={t.autocast!r}; valid: none, bf16")
+    check(
+        0 < r.vllm_gpu_memory_utilization <= 1,
+        f"rollout.vllm_gpu_memory_utilization={r.vllm_gpu_memory_utilization} must be in (0, 1]",
+    )
+    check(r.vllm_kv_cache_gib > 0, f"rollout.vllm_kv_cache_gib={r.vllm_kv_cache_gib} must be > 0")
+    check(
+        r.vllm_dtype in ("auto", "float32", "bfloat16", "float16"),
+        f"rollout.vllm_dtype={r.vllm_dtype!r}; valid: auto, float32, bfloat16, float16",
+    )
+    check(
+        r.vllm_max_model_len is None or r.vllm_max_model_len > r.max_new_tokens,
+        f"rollout.vllm_max_model_len={r.vllm_max_model_len} must exceed rollout.max_new_tokens="
+        f"{r.max_new_tokens} (it holds prompt + completion); raise it or set null",
+    )
+    check(
+        a.ratio_level in ("token", "sequence"),
+        f"algorithm.ratio_level={a.ratio_level!r}; valid: token, sequence",
+    )
+    check(a.beta >= 0, f"algorithm.beta={a.beta} must be >= 0 (0 disables the KL term)")
+    check(a.clip_low >= 0 and a.clip_high >= 0, "algorithm.clip_low and clip_high must be >= 0")
+    check(a.dual_clip is None or a.dual_clip > 1, f"algorithm.dual_clip={a.dual_clip} must be > 1 or null")
+    check(a.ppo_epochs >= 1, f"algorithm.ppo_epochs={a.ppo_epochs} must be >= 1")
+    n_samples = r.prompts_per_step * r.group_size
+    check(
+        a.num_minibatches >= 1 and n_samples % a.num_minibatches == 0,
+        f"algorithm.num_minibatches={a.num_minibatches} must divide prompts_per_step x group_size = {n_samples}",
+    )
+    check(a.max_sampling_rounds >= 1, "algorithm.max_sampling_rounds must be >= 1")
+    check(a.tis_cap is None or a.tis_cap > 0, "algorithm.tis_cap must be > 0 or null")
+    check(a.ref_refresh_steps >= 0, "algorithm.ref_refresh_steps must be >= 0")
+    check(t.steps >= 0, "train.steps must be >= 0")
+    check_train_fields(t)
+    m = cfg.model
+    check(m.lora_r >= 0, f"model.lora_r={m.lora_r} must be >= 0 (0 disables LoRA)")
+    check(0 <= m.lora_dropout < 1, f"model.lora_dropout={m.lora_dropout} must be in [0, 1)")
+    check(
+        m.lora_r == 0 or a.ref_refresh_steps == 0 or a.beta == 0,
+        f"algorithm.ref_refresh_steps={a.ref_refresh_steps} with model.lora_r={m.lora_r}: the LoRA reference "
+        "is the base model with adapters disabled and cannot be refreshed; set algorithm.ref_refresh_steps=0",
+    )
+    check(
+        not t.fsdp or m.lora_r == 0,
+        f"train.fsdp=true with model.lora_r={m.lora_r}: FSDP is not supported with LoRA (the frozen base "
+        "and the adapters would share FSDP units); set model.lora_r=0, or train.fsdp=false to replicate "
+        "the base and train the adapters data-parallel",
+    )
+    check(
+        not t.fsdp or r.engine == "builtin",
+        f"train.fsdp=true with rollout.engine={r.engine!r}: only the builtin engine samples from sharded "
+        "weights; set rollout.engine=builtin or train.fsdp=false",
+    )
+    check_model_dtype(cfg.model)
+    check_eval_sampling(ev, "eval.")
+    check(ev.every_steps >= 0, "eval.every_steps must be >= 0")
+    check(
+        len(cfg.rewards) >= 1,
+        "rewards is empty; list at least one, e.g. rewards=[{name: accuracy, weight: 1.0}]",
+    )
+    check(cfg.data.max_prompt_tokens >= 1, "data.max_prompt_tokens must be >= 1")

@@ -1,0 +1,126 @@
+"""Model and tokenizer loading, the device and dtype rules, seeding: what every command shares.
+
+    model, tokenizer = load_model_and_tokenizer("demo", dtype="auto", device="cpu")
+
+One rule for each choice, so ``thinkrl train``, ``thinkrl eval``, ``thinkrl sample`` and the pipeline load the
+same weights the same way: :func:`resolve_model_path` (``demo`` is the built-in base model),
+:func:`resolve_device` (``auto`` = CUDA when visible) and :func:`resolve_dtype` (``auto`` = bfloat16 on a CUDA
+device that supports it, else float32).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DEMO_MODEL = "demo"
+"""The model name that stands for thinkrl's built-in tiny base model (``model.path=demo``)."""
+DEMO_BASE_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
+"""Where the shipped demo base checkpoint lives (``thinkrl pretrain --out`` rebuilds it)."""
+DTYPES = ("float32", "bfloat16", "float16")
+"""Parameter dtypes a model may be loaded in (besides ``auto``)."""
+
+
+def resolve_model_path(path: str) -> str:
+    """The folder or hub name to load: ``demo`` becomes the built-in base model's folder.
+
+    >>> resolve_model_path("Qwen/Qwen2.5-0.5B")
+    'Qwen/Qwen2.5-0.5B'
+    >>> resolve_model_path("demo") == str(DEMO_BASE_PATH)
+    True
+    """
+    if not path:
+        raise ValueError("the model path is empty; set it to a Hugging Face model folder or name, or `demo`")
+    return str(DEMO_BASE_PATH) if path == DEMO_MODEL else str(path)
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """``auto`` (or None): CUDA when a device is visible, else the CPU; any other torch device name as given.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but no CUDA device is visible; use cpu or auto")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA device that supports it, else float32; or one of :data:`DTYPES`.
+
+    >>> resolve_dtype("auto", torch.device("cpu")), resolve_dtype("bfloat16", torch.device("cpu"))
+    (torch.float32, torch.bfloat16)
+    """
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r}; valid: auto, {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def load_model_and_tokenizer(
+    path: str,
+    *,
+    dtype: str = "auto",
+    device: str | torch.device | None = None,
+    tokenizer_path: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> tuple[torch.nn.Module, Any]:
+    """``AutoModelForCausalLM`` and ``AutoTokenizer`` from a folder, a hub name or ``demo``.
+
+    The model is loaded in :func:`resolve_dtype` ``(dtype, device)`` and moved to ``device`` when one is given
+    (None leaves it where ``from_pretrained`` put it: the CPU). ``tokenizer_path`` defaults to ``path``.
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(path)
+    target = resolve_device(device) if device is not None else torch.device("cpu")
+    # transformers >= 4.56 calls it dtype; older versions torch_dtype.
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    kwargs: dict[str, Any] = {
+        "dtype" if (major, minor) >= (4, 56) else "torch_dtype": resolve_dtype(dtype, target),
+        "trust_remote_code": trust_remote_code,
+    }
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device is not None:
+        model = model.to(target)
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model_path(tokenizer_path) if tokenizer_path else path, trust_remote_code=trust_remote_code
+    )
+    return model, tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability in ``model`` (modules and attention-dropout config fields) to 0.
+
+    >>> m = torch.nn.Sequential(torch.nn.Dropout(0.1)); disable_dropout(m); m[0].p
+    0.0
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "attn_pdrop", "hidden_dropout", "resid_pdrop", "embd_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
+    for module in model.modules():  # attention layers that copied the rate at construction
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
