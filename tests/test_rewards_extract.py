@@ -27,7 +27,7 @@ MODULES = [
     "shaping",
     "accuracy",
     "routing",
-    "math",
+    "math_grader",
     "code",
     "__init__",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from thinkrl.rewards import get_reward
-from thinkrl.rewards.math import answers_equivalent, math_verify_stats, verify_math, verify_math_batch
+from thinkrl.rewards.math_grader import answers_equivalent, math_verify_stats, verify_math, verify_math_batch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

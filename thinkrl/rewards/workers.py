@@ -11,9 +11,11 @@ never pays an import again. Two kinds:
 
 :class:`BoundedPool` runs tasks on ``workers`` such workers. Each task has a deadline ``limit_s`` after its
 start; past it the worker is SIGKILLed and the task is a timeout. A task still running after a short budget
-(a few times the typical task time) while others wait is *moved aside*: its worker is reniced to 19 and keeps
-running until its deadline, and a fresh worker takes its place. So hung tasks wait out their limits side by
-side instead of one after another: a batch with hangs costs about its clean time plus one limit.
+(a few times the typical task time) while others wait is *set aside*: its worker is stopped (SIGSTOP) and a
+fresh worker takes its place; when no task waits any more, every task set aside resumes (SIGCONT) with the
+rest of its limit. The time a task spends stopped does not count against its limit. So hung tasks wait out
+their limits side by side instead of one after another: a batch with hangs costs about its clean time plus
+one limit (plus the short budgets), and a slow but honest check is never starved into a timeout.
 
 >>> pool = BoundedPool(Zygote.fork(lambda x: x * 2), workers=2)
 >>> [o.value for o in pool.map([1, 2, 3], limit_s=10)]
@@ -223,6 +225,32 @@ class Worker:
         self.sock.close()
 
 
+@dataclass
+class _Run:
+    """A task on a worker; ``start`` moves forward by the time the task was stopped (set aside)."""
+
+    worker: Worker
+    task: int
+    start: float
+    paused_at: float | None = None
+
+    def pause(self, now: float) -> None:
+        try:
+            os.kill(self.worker.pid, signal.SIGSTOP)
+            self.paused_at = now
+        except ProcessLookupError:  # it just ended: its reply is on the way
+            pass
+
+    def resume(self, now: float) -> None:
+        if self.paused_at is not None:
+            try:
+                os.kill(self.worker.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.start += now - self.paused_at
+            self.paused_at = None
+
+
 class BoundedPool:
     """Tasks on forked workers, each with a wall-clock limit; see the module docstring.
 
@@ -281,9 +309,10 @@ class BoundedPool:
             return self.zygote().new_worker(self.start_timeout_s)
 
     def budget(self, limit_s: float) -> float:
-        """Seconds a task runs before it may be moved aside: 4x the recent median task, within bounds."""
+        """Seconds a task runs before it may be set aside: 8x the recent median task, at least
+        ``min_budget_s``, at most a quarter of the limit."""
         typical = statistics.median(self._recent) if self._recent else 0.0
-        return min(limit_s, max(self.min_budget_s, 4 * typical))
+        return min(limit_s / 4, max(self.min_budget_s, 8 * typical))
 
     def map(self, tasks: list[Any], limit_s: float) -> list[Outcome]:
         """Run every task; each ends ok, error, timeout (after ``limit_s``) or crash. Order is kept."""
@@ -295,17 +324,17 @@ class BoundedPool:
     def _map(self, tasks: list[Any], limit_s: float) -> list[Outcome]:
         out: list[Outcome | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
-        running: dict[int, tuple[Worker, int, float]] = {}  # fileno -> (worker, task, start)
-        aside: dict[int, tuple[Worker, int, float]] = {}
+        running: dict[int, _Run] = {}  # socket fileno -> task in progress at full speed
+        aside: dict[int, _Run] = {}  # tasks moved aside: stopped while others wait, then resumed
         self.stats["tasks"] += len(tasks)
 
         def finish(fd: int, outcome: Outcome, reuse: bool) -> None:
-            w, i, _ = running.pop(fd, None) or aside.pop(fd)
-            out[i] = outcome
+            run = running.pop(fd, None) or aside.pop(fd)
+            out[run.task] = outcome
             if reuse and len(self._idle) < self.workers:
-                self._idle.append(w)
+                self._idle.append(run.worker)
             else:
-                w.kill()
+                run.worker.kill()
 
         try:
             while pending or running or aside:
@@ -317,21 +346,25 @@ class BoundedPool:
                         w.kill()
                         pending.appendleft(i)
                         continue
-                    running[w.sock.fileno()] = (w, i, time.monotonic())
-                budget = self.budget(limit_s)
+                    running[w.sock.fileno()] = _Run(w, i, time.monotonic())
                 now = time.monotonic()
-                wake = [s + limit_s for _, _, s in (*running.values(), *aside.values())]
+                if not pending:  # nothing waits any more: the tasks set aside resume, their clocks too
+                    for run in aside.values():
+                        run.resume(now)
+                budget = self.budget(limit_s)
+                wake = [r.start + limit_s for r in (*running.values(), *aside.values()) if r.paused_at is None]
                 if pending:
-                    wake += [s + budget for _, _, s in running.values()]
-                ready, _, _ = select.select([*running, *aside], [], [], max(0.0, min(wake) - now))
+                    wake += [r.start + budget for r in running.values()]
+                timeout = max(0.0, min(wake) - now) if wake else None
+                ready, _, _ = select.select([*running, *aside], [], [], timeout)
                 for fd in ready:
-                    w, i, start = running.get(fd) or aside[fd]
-                    w.sock.settimeout(max(1.0, limit_s))
+                    run = running.get(fd) or aside[fd]
+                    run.worker.sock.settimeout(max(1.0, limit_s))
                     try:
-                        alive, msg = _recv(w.sock)
+                        alive, msg = _recv(run.worker.sock)
                     except (OSError, pickle.UnpicklingError, EOFError):
                         alive, msg = False, None
-                    took = time.monotonic() - start
+                    took = time.monotonic() - run.start
                     if not alive:
                         self.stats["crashes"] += 1
                         finish(fd, Outcome("crash", "the worker process died", took), reuse=False)
@@ -344,21 +377,18 @@ class BoundedPool:
                     finish(fd, Outcome(kind, value, took), reuse=fd in running)
                 now = time.monotonic()
                 for table in (running, aside):
-                    for fd, (_w, _i, start) in list(table.items()):
-                        if now - start >= limit_s:
+                    for fd, run in list(table.items()):
+                        if run.paused_at is None and now - run.start >= limit_s:
                             self.stats["timeouts"] += 1
-                            finish(fd, Outcome("timeout", None, now - start), reuse=False)
-                for fd, (w, _i, start) in list(running.items()):
-                    if pending and now - start >= budget and len(aside) < self.max_aside:
-                        try:
-                            os.setpriority(os.PRIO_PROCESS, w.pid, 19)
-                        except OSError:
-                            pass
+                            finish(fd, Outcome("timeout", None, now - run.start), reuse=False)
+                for fd, run in list(running.items()):
+                    if pending and now - run.start >= budget and len(aside) < self.max_aside:
+                        run.pause(now)
                         aside[fd] = running.pop(fd)
                         self.stats["moved_aside"] += 1
         except BaseException:
-            for w, _, _ in (*running.values(), *aside.values()):
-                w.kill()
+            for run in (*running.values(), *aside.values()):
+                run.worker.kill()
             raise
         return [o if o is not None else Outcome("error", "not run") for o in out]
 
