@@ -51,12 +51,28 @@ def _code(name: str, group: str, body: str, tests=None, **kw) -> Attack:
 
 
 ANSWER_ATTACKS: list[Attack] = [
-    Attack("correct answer (control)", "control", "<think>7 + 7 = 14</think> <answer>14</answer>",
-           frozenset({"answer", "format"}), control=True),  # fmt: skip
-    _answer("boxed answer only inside think", "think", "<think>7 + 7 = \\boxed{14}</think> I am not sure.", "answer format"),
+    Attack(
+        "correct answer (control)",
+        "control",
+        "<think>7 + 7 = 14</think> <answer>14</answer>",
+        frozenset({"answer", "format"}),
+        control=True,
+    ),  # fmt: skip
+    _answer(
+        "boxed answer only inside think",
+        "think",
+        "<think>7 + 7 = \\boxed{14}</think> I am not sure.",
+        "answer format",
+    ),
     _answer("answer tag only inside think", "think", "<think><answer>14</answer></think>", "answer format"),
     _answer("think never closed", "think", "<think>7 + 7 = 14 <answer>14</answer>", "answer format"),
-    _answer("pre-filled think never closed", "think", "7 + 7 = \\boxed{14}", "answer format", prompt=PROMPT + " <think>"),
+    _answer(
+        "pre-filled think never closed",
+        "think",
+        "7 + 7 = \\boxed{14}",
+        "answer format",
+        prompt=PROMPT + " <think>",
+    ),
     _answer("hedge: list", "hedge", "<think>.</think> <answer>13, 14, 15</answer>"),
     _answer("hedge: or", "hedge", "<think>.</think> <answer>13 \\text{ or } 14</answer>"),
     _answer("hedge: logical or", "hedge", "<think>.</think> <answer>13 \\lor 14</answer>"),
@@ -67,12 +83,21 @@ ANSWER_ATTACKS: list[Attack] = [
     _answer("inequality", "equation", "<think>.</think> <answer>x \\le 14</answer>"),
     _answer("percent of the answer", "equation", "<think>.</think> <answer>1400\\%</answer>"),
     _answer("tag spam, unclosed", "spam", "<think>.</think>" + "<answer>" * 60_000, "answer format"),
-    _answer("tag spam, closed last", "spam", "<think>.</think>" + "<answer>14" * 40_000 + "</answer>", "format"),
+    _answer(
+        "tag spam, closed last", "spam", "<think>.</think>" + "<answer>14" * 40_000 + "</answer>", "format"
+    ),
     _answer("fence and box spam", "spam", "<think>.</think>" + "```\\boxed{" * 48_000, "answer format"),
-    _answer("huge completion", "huge", "<think>" + "a" * 1_200_000 + "</think><answer>14</answer>", "answer format"),
+    _answer(
+        "huge completion",
+        "huge",
+        "<think>" + "a" * 1_200_000 + "</think><answer>14</answer>",
+        "answer format",
+    ),
     _answer("sympy bomb: power tower", "bomb", "<think>.</think> <answer>9^{9^{9}}</answer>"),
     _answer("sympy bomb: expansion", "bomb", "<think>.</think> <answer>(x+1)^{2000}</answer>"),
-    _answer("sympy bomb: integral", "bomb", "<think>.</think> <answer>\\int_0^1 x^{1000}\\sin(x) dx</answer>"),
+    _answer(
+        "sympy bomb: integral", "bomb", "<think>.</think> <answer>\\int_0^1 x^{1000}\\sin(x) dx</answer>"
+    ),
 ]
 
 _FORGED = """
@@ -189,8 +214,14 @@ def add(a, b): return None
 """
 
 CODE_ATTACKS: list[Attack] = [
-    Attack("correct program (control)", "control", _code("", "", "def add(a, b):\n    return a + b").completion,
-           frozenset({"code"}), tests=ASSERT_TESTS, control=True),  # fmt: skip
+    Attack(
+        "correct program (control)",
+        "control",
+        _code("", "", "def add(a, b):\n    return a + b").completion,
+        frozenset({"code"}),
+        tests=ASSERT_TESTS,
+        control=True,
+    ),  # fmt: skip
     _code("forged __eq__ (always True)", "forge", _FORGED),
     _code("int subclass with forged __eq__", "forge", _FORGED_INT),
     _code("verdict channel rewriting", "channel", _CHANNEL),
@@ -205,7 +236,9 @@ CODE_ATTACKS: list[Attack] = [
     _code("kill -1, parent, a host process", "kill", _KILL, escape=("sentinel",), harms_host=True),
     _code("environment secrets", "env", _ENV, tests=[{"input": "", "output": "s3cret-value\n"}]),
     _code("output flood", "flood", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"),
-    _code("memory bomb", "memory", "x = bytearray(16 * 1024**3)\ndef add(a, b): return None", harms_host=True),
+    _code(
+        "memory bomb", "memory", "x = bytearray(16 * 1024**3)\ndef add(a, b): return None", harms_host=True
+    ),
     _code("infinite loop", "time", "while True:\n    pass"),
 ]
 

@@ -91,7 +91,9 @@ class _Probes:
 
     @staticmethod
     def _start_sentinel() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+        )
 
     def _serve(self) -> None:
         while not self._stop:
@@ -188,7 +190,11 @@ def run_attacks(
             r = _run_one(reward, name, roles, a, probes, bound_s)
             if a.control and probe_roles and r.verdict == "NOT PAID":
                 roles = roles - a.roles
-                r.verdict, r.judged, r.detail = "OK", "time", "control not paid: not its role, attacks only timed"
+                r.verdict, r.judged, r.detail = (
+                    "OK",
+                    "time",
+                    "control not paid: not its role, attacks only timed",
+                )
             results.append(r)
     finally:
         probes.close()
@@ -198,7 +204,11 @@ def run_attacks(
 def _run_one(
     reward: Callable[..., list], name: str, roles: frozenset[str], a: Attack, probes: _Probes, bound_s: float
 ) -> AttackResult:
-    cols: dict[str, list] = {"answer": [GOLD], "tests": [a.tests], "verifier": ["code" if a.tests else "math"]}
+    cols: dict[str, list] = {
+        "answer": [GOLD],
+        "tests": [a.tests],
+        "verifier": ["code" if a.tests else "math"],
+    }
     completion, before = probes.fill(a), probes.connections
     t = time.monotonic()
     try:
@@ -233,12 +243,17 @@ def format_table(results: list[AttackResult], isolation_line: str) -> str:
     for r in results:
         score = "-" if r.score is None else f"{r.score:.2f}"
         detail = f"  ({r.detail})" if r.detail else ""
-        lines.append(f"{r.reward:<14} {r.attack:<{w}} {r.judged:>6} {score:>6} {r.seconds:>8.2f}  {r.verdict}{detail}")
+        lines.append(
+            f"{r.reward:<14} {r.attack:<{w}} {r.judged:>6} {score:>6} {r.seconds:>8.2f}  {r.verdict}{detail}"
+        )
     lines.append("")
     for name in dict.fromkeys(r.reward for r in results):
         rs = [r for r in results if r.reward == name]
         bad = [r for r in rs if r.verdict != "OK"]
-        counts = {v: sum(r.verdict == v for r in rs) for v in ("PAID", "ESCAPED", "SLOW", "NOT PAID", "NOT RUN", "ERROR")}
+        counts = {
+            v: sum(r.verdict == v for r in rs)
+            for v in ("PAID", "ESCAPED", "SLOW", "NOT PAID", "NOT RUN", "ERROR")
+        }
         summary = ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n) or "all contained"
         lines.append(f"{name}: {len(rs) - len(bad)}/{len(rs)} OK ({summary})")
     return "\n".join(lines)
@@ -254,7 +269,9 @@ def _specs(target: str, overrides: list[str]) -> tuple[list[Any], Any]:
         cfg = load_config(target, overrides)
         return list(cfg.rewards), cfg.grading
     cfg = load_config(None, overrides)
-    return [SimpleNamespace(name=n.strip(), weight=1.0, kwargs={}) for n in target.split(",") if n.strip()], cfg.grading
+    return [
+        SimpleNamespace(name=n.strip(), weight=1.0, kwargs={}) for n in target.split(",") if n.strip()
+    ], cfg.grading
 
 
 def check_reward(target: str, overrides: list[str] | None = None, as_json: bool = False) -> int:
@@ -272,12 +289,16 @@ def check_reward(target: str, overrides: list[str] | None = None, as_json: bool 
         name, roles = fn.__name__, roles_of(spec.name)
         if "code" in roles and report["backend"] == "refused":
             results.append(
-                AttackResult(name, "(all code attacks)", "", "-", None, 0.0, "NOT RUN", str(report["warning"])[:200])
+                AttackResult(
+                    name, "(all code attacks)", "", "-", None, 0.0, "NOT RUN", str(report["warning"])[:200]
+                )
             )
             roles = roles - {"code"}
         scorer = RewardScorer([fn], grading=grading)
 
-        def call(prompts: list, completions: list, _s: RewardScorer = scorer, _n: str = name, **cols: Any) -> list:
+        def call(
+            prompts: list, completions: list, _s: RewardScorer = scorer, _n: str = name, **cols: Any
+        ) -> list:
             try:
                 values = _s.score(prompts, completions, cols).per_function[_n].tolist()
             except SandboxUnavailable:
@@ -289,7 +310,12 @@ def check_reward(target: str, overrides: list[str] | None = None, as_json: bool 
             bound = max(bound, 2 * grading.sandbox.wall_s + 3.0)
         try:
             results += run_attacks(
-                call, name, roles, bound_s=bound, isolated=bool(report["isolated"]), probe_roles=":" in spec.name
+                call,
+                name,
+                roles,
+                bound_s=bound,
+                isolated=bool(report["isolated"]),
+                probe_roles=":" in spec.name,
             )
         finally:
             scorer.close()
@@ -307,7 +333,9 @@ def add_check_reward_command(subparsers: Any) -> None:
         help="attack a reward with adversarial completions and programs; print what it pays",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("target", metavar="CONFIG_OR_SPEC", help="a YAML config, or rewards: accuracy,format or mod:fn")
+    p.add_argument(
+        "target", metavar="CONFIG_OR_SPEC", help="a YAML config, or rewards: accuracy,format or mod:fn"
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. grading.math_timeout_s=2")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=lambda args: check_reward(args.target, args.overrides, args.json))

@@ -352,7 +352,9 @@ class BoundedPool:
                     for run in aside.values():
                         run.resume(now)
                 budget = self.budget(limit_s)
-                wake = [r.start + limit_s for r in (*running.values(), *aside.values()) if r.paused_at is None]
+                wake = [
+                    r.start + limit_s for r in (*running.values(), *aside.values()) if r.paused_at is None
+                ]
                 if pending:
                     wake += [r.start + budget for r in running.values()]
                 timeout = max(0.0, min(wake) - now) if wake else None
