@@ -29,6 +29,14 @@ MODULES = [
     "routing",
     "math_grader",
     "code",
+    "code_tests",
+    "named",
+    "registry",
+    "settings",
+    "stats",
+    "workers",
+    "scorer",
+    "sandbox",
     "__init__",
 ]
 

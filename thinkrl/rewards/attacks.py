@@ -148,14 +148,14 @@ def add(a, b):
     return answers.get("add(%r, %r)" % (a, b), answers.get("add(%s, %s)" % (a, b)))
 """
 _FILES = """
-import os
-paths = [{secret_path!r}, "/work/shared/data", "/root", "/home", "/etc/passwd", "/proc/1/environ", os.getcwd()]
-for p in paths:
+import os, sys
+try:
+    print(open({secret_path!r}).read(), end="")
+except OSError:
+    pass
+for p in ["/work/shared/data", "/root", "/home", "/etc/passwd", "/proc/1/environ", "/mnt"]:
     try:
-        if os.path.isdir(p):
-            print("listed", p, os.listdir(p)[:3])
-        else:
-            print(open(p).read())
+        sys.stderr.write(repr(os.listdir(p)[:3] if os.path.isdir(p) else open(p).read(80)))
     except OSError:
         pass
 """
@@ -232,7 +232,7 @@ CODE_ATTACKS: list[Attack] = [
     _code("network (host listener, DNS)", "network", _NETWORK, tests=STDIO_TESTS, escape=("network",)),
     _code("write /tmp, /dev/shm", "files", _WRITE_TMP, escape=("file",)),
     _code("fork bomb", "fork", _FORK_BOMB, escape=("process",), harms_host=True),
-    _code("detached daemon", "daemon", _DAEMON, escape=("process",), harms_host=True),
+    _code("detached daemon", "daemon", _DAEMON, escape=("process",)),
     _code("kill -1, parent, a host process", "kill", _KILL, escape=("sentinel",), harms_host=True),
     _code("environment secrets", "env", _ENV, tests=[{"input": "", "output": "s3cret-value\n"}]),
     _code("output flood", "flood", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"),

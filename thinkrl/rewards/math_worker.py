@@ -1,8 +1,9 @@
 """One math-verify check, as run inside a grader worker process (imported only there: it imports sympy).
 
 Anchoring: text with math delimiters or a box is parsed as it is (whole solutions work); a bare gold is read
-as LaTeX (``$...$``); a bare prediction made only of digits, spaces, ``.`` ``,`` ``+`` ``-`` is read as an
-expression first, so ``1 000`` and ``1,22`` mean what math-verify's expression reader says, then as LaTeX.
+as LaTeX (``$...$``); a bare prediction that is ONE number (``1 000``, ``1,000``, ``1,22``) is read as an
+expression first, as math-verify's expression reader means it, then as LaTeX; several numbers (``13, 14``,
+``13 14``) are read as LaTeX, a set, never as the last of them.
 
 Answer policy applied to the parsed prediction when the gold is not itself a relation (docs/rewards.md):
 ``x = 14`` is read as ``14`` (one variable on the left), but any other relation (``15 = 14``,
@@ -15,21 +16,27 @@ import logging
 import re
 
 from math_verify import parse, verify
-from sympy import Symbol
+from sympy import Symbol, Tuple
 from sympy.core.relational import Equality, Relational
 from sympy.logic.boolalg import Boolean
 
 logging.disable(logging.WARNING)  # math-verify warns on every call that its own timeout is off
 
 _NUMLIKE = re.compile(r"[\d\s.,+-]+")
+# ONE number: thousands groups (1,000 / 1 000) or plain digits, an optional decimal part (. or ,), a sign.
+_ONE_NUMBER = re.compile(r"\s*[+-]?\s*(\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)|\d+)(?:[.,]\d+)?\s*")
 _DELIM = re.compile(r"(?<!\\)\$|\\boxed|\\fbox|\\\(|\\\[")
 _CONNECTIVES = re.compile(r"\\(lor|vee|land|wedge|lnot|neg)(?![A-Za-z])")
+_RELATION_TEXT = re.compile(
+    r"=|<|>|\\(le|ge|leq|geq|neq|ne|lt|gt|approx|sim|equiv|in|subset|subseteq)(?![A-Za-z])"
+)
 
 
 def _read(s: str, gold: bool) -> list:
     if _DELIM.search(s):
         return parse(s, parsing_timeout=None)
-    if gold or not _NUMLIKE.fullmatch(s):
+    if gold or not _NUMLIKE.fullmatch(s) or not _ONE_NUMBER.fullmatch(s):
+        # a list of numbers ("13, 14") is read as LaTeX (a set): the expression reader keeps only the last
         return parse("$" + s + "$", parsing_timeout=None)
     return parse(s, parsing_timeout=None) or parse("$" + s + "$", parsing_timeout=None)
 
@@ -38,11 +45,16 @@ def _is_relation(x: object) -> bool:
     return isinstance(x, (Relational, Boolean)) and not isinstance(x, Symbol)
 
 
+def _names(x: object) -> bool:
+    """A variable, or a tuple of variables (``(x, y) = (5, 8)``)."""
+    return isinstance(x, Symbol) or (isinstance(x, Tuple) and all(isinstance(e, Symbol) for e in x))
+
+
 def _as_answer(parsed: list) -> list:
     """The prediction's candidates under the answer policy: ``VAR = value`` becomes ``value``; other relations go."""
     out = []
     for cand in parsed:
-        if isinstance(cand, Equality) and isinstance(cand.lhs, Symbol) and not _is_relation(cand.rhs):
+        if isinstance(cand, Equality) and _names(cand.lhs) and not _is_relation(cand.rhs):
             out.append(cand.rhs)
         elif isinstance(cand, str):
             if (
@@ -64,7 +76,7 @@ def check(task: tuple[str, str, dict]) -> bool:
     g = _read(gold, True)
     if not g:
         return False
-    if not any(_is_relation(c) for c in g if not isinstance(c, str)):
+    if not _RELATION_TEXT.search(gold) and not any(_is_relation(c) for c in g if not isinstance(c, str)):
         if _CONNECTIVES.search(pred) and not _CONNECTIVES.search(gold):
             return False
         p = _as_answer(_read(pred, False))

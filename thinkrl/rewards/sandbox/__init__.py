@@ -203,6 +203,10 @@ class Sandbox:
 def _identity(b: _Backend) -> str:
     if b.name == "unisolated":
         return "the trainer's own uid"
+    if b.name == "bubblewrap" and os.geteuid() == 0:
+        return (
+            "root without capabilities (bubblewrap as root: process limits not enforced; prefer namespaces)"
+        )
     if b.name == "bubblewrap" or b.userns:
         return "the caller's uid in a user namespace, no capabilities"
     return "a fresh unprivileged uid per run"
