@@ -89,7 +89,7 @@ def test_majority_vote_groups_equivalent_forms():
 
 
 def test_majority_vote_with_the_math_verifier():
-    rm = pytest.importorskip("thinkrl.rewards.math", reason="thinkrl.rewards.math not written yet")
+    rm = pytest.importorskip("thinkrl.rewards.math_grader", reason="not written yet")
     eq = rm.answers_equivalent
     assert majority_vote(["1", "0.5", "\\frac{1}{2}", "1", "1/2"], equivalent=eq) == ("0.5", [1, 2, 4])
 

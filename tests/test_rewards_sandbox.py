@@ -183,6 +183,8 @@ def test_no_backend_refuses_with_the_fixes(monkeypatch) -> None:
     with pytest.raises(SandboxUnavailable, match="user namespaces"):
         get_reward("code").with_settings(code_sandbox=box)(["q"], [_code("")], tests=[["assert f(1) == 1"]])
     assert box.report()["backend"] == "refused"
+    with pytest.raises(SandboxUnavailable, match="install bubblewrap"):  # at construction, before any step
+        RewardScorer([get_reward("code").with_settings(code_sandbox=box)])
     monkeypatch.setattr("thinkrl.rewards.sandbox._bwrap_path", lambda: None)
     only_bwrap = Sandbox(backend="bubblewrap")
     with pytest.raises(SandboxUnavailable, match="backend='bubblewrap'.*no backend available"):

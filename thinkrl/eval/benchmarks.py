@@ -357,7 +357,7 @@ class Grader:
         ]
 
     def _verify(self, preds: list[str], golds: list[str]) -> list[bool]:
-        import thinkrl.rewards.math as rm
+        import thinkrl.rewards.math_grader as rm
 
         if hasattr(rm, "verify_math_batch"):  # one helper round-trip for the whole batch
             return rm.verify_math_batch(preds, golds, timeout_s=self.timeout_s)
@@ -367,6 +367,6 @@ class Grader:
         """Whether two extracted answers to ``row`` count as the same vote in cons@k."""
         if row.get("verifier") == "countdown":
             return "".join(a.split()) == "".join(b.split())
-        from thinkrl.rewards.math import answers_equivalent
+        from thinkrl.rewards.math_grader import answers_equivalent
 
         return bool(answers_equivalent(a, b))

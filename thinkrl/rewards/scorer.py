@@ -29,10 +29,14 @@ from typing import Any
 import torch
 
 from thinkrl.rewards import stats
+from thinkrl.rewards.accuracy import accuracy_reward
 from thinkrl.rewards.base import RewardError, RewardOutput, _first_failing_row
+from thinkrl.rewards.code import code_partial_reward, code_reward
 from thinkrl.rewards.code_tests import TestsFormatError
+from thinkrl.rewards.math_grader import warm_up
 from thinkrl.rewards.named import NamedReward
 from thinkrl.rewards.registry import build_reward_funcs, get_reward
+from thinkrl.rewards.routing import routed_reward
 from thinkrl.rewards.sandbox import SandboxError, SandboxUnavailable
 from thinkrl.rewards.settings import ON_TIMEOUT, default_grading, sandbox_for, validate_grading
 from thinkrl.rewards.workers import BoundedPool, Zygote
@@ -129,6 +133,16 @@ class RewardScorer:
 
             self._pool = BoundedPool(Zygote.fork(handler), workers=self.grading.workers, min_budget_s=1.0)
         self._sandbox = sandbox_for(self.grading)
+        for f in self.funcs:
+            if f.fn in (code_reward, code_partial_reward):
+                f.bound.get("code_sandbox", self._sandbox).chosen()  # refuse now, not at the first code row
+            if f.fn in (accuracy_reward, routed_reward):
+                warm_up(self.grading.workers)  # math-verify imports in the background meanwhile
+
+    def isolation(self) -> dict[str, Any]:
+        """The sandbox in force for code rewards (:meth:`thinkrl.rewards.sandbox.Sandbox.report`): print its
+        ``summary`` at start, save the dict in the run folder, log its ``metrics``."""
+        return self._sandbox.report()
 
     @classmethod
     def from_config(cls, cfg: Any) -> RewardScorer:

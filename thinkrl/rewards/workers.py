@@ -11,7 +11,7 @@ never pays an import again. Two kinds:
 
 :class:`BoundedPool` runs tasks on ``workers`` such workers. Each task has a deadline ``limit_s`` after its
 start; past it the worker is SIGKILLed and the task is a timeout. A task still running after a short budget
-(a few times the typical task time) while others wait is *set aside*: its worker is stopped (SIGSTOP) and a
+(a few times the typical task's CPU time, or idle for a few times that) while others wait is *set aside*: its worker is stopped (SIGSTOP) and a
 fresh worker takes its place; when no task waits any more, every task set aside resumes (SIGCONT) with the
 rest of its limit. The time a task spends stopped does not count against its limit. So hung tasks wait out
 their limits side by side instead of one after another: a batch with hangs costs about its clean time plus
@@ -31,7 +31,6 @@ import pickle
 import select
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -225,6 +224,19 @@ class Worker:
         self.sock.close()
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process so far; 0.0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15 of stat)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @dataclass
 class _Run:
     """A task on a worker; ``start`` moves forward by the time the task was stopped (set aside)."""
@@ -232,7 +244,11 @@ class _Run:
     worker: Worker
     task: int
     start: float
+    cpu0: float = 0.0  # the worker's CPU time when the task began
     paused_at: float | None = None
+
+    def cpu(self) -> float:
+        return _cpu_seconds(self.worker.pid) - self.cpu0
 
     def pause(self, now: float) -> None:
         try:
@@ -275,7 +291,7 @@ class BoundedPool:
         self.workers, self.max_aside = workers, max_aside
         self.min_budget_s, self.start_timeout_s = min_budget_s, start_timeout_s
         self._idle: list[Worker] = []
-        self._recent: deque[float] = deque(maxlen=64)
+        self._recent: deque[float] = deque(maxlen=256)
         self._lock = threading.Lock()
         self.owner = os.getpid()
         self.stats = {
@@ -309,10 +325,18 @@ class BoundedPool:
             return self.zygote().new_worker(self.start_timeout_s)
 
     def budget(self, limit_s: float) -> float:
-        """Seconds a task runs before it may be set aside: 8x the recent median task, at least
-        ``min_budget_s``, at most a quarter of the limit."""
-        typical = statistics.median(self._recent) if self._recent else 0.0
-        return min(limit_s / 4, max(self.min_budget_s, 8 * typical))
+        """CPU seconds a task uses before it may be set aside: twice the 90th percentile of recent tasks (so
+        about 5% of honest tasks are), at least ``min_budget_s``, at most a quarter of the limit. CPU, not wall
+        time: a machine loaded by other work slows every task alike and must not make honest tasks look hung."""
+        recent = sorted(self._recent)
+        p90 = recent[int(0.9 * (len(recent) - 1))] if recent else 0.0
+        return min(limit_s / 4, max(self.min_budget_s, 2 * p90))
+
+    @staticmethod
+    def _looks_stuck(run: _Run, now: float, budget: float) -> bool:
+        """Past its CPU budget, or waiting (sleep, I/O: under 5% CPU) for 4 budgets of wall time."""
+        cpu, wall = run.cpu(), now - run.start
+        return cpu >= budget or (wall >= 4 * budget and cpu < 0.05 * wall)
 
     def map(self, tasks: list[Any], limit_s: float) -> list[Outcome]:
         """Run every task; each ends ok, error, timeout (after ``limit_s``) or crash. Order is kept."""
@@ -346,7 +370,7 @@ class BoundedPool:
                         w.kill()
                         pending.appendleft(i)
                         continue
-                    running[w.sock.fileno()] = _Run(w, i, time.monotonic())
+                    running[w.sock.fileno()] = _Run(w, i, time.monotonic(), _cpu_seconds(w.pid))
                 now = time.monotonic()
                 if not pending:  # nothing waits any more: the tasks set aside resume, their clocks too
                     for run in aside.values():
@@ -355,8 +379,8 @@ class BoundedPool:
                 wake = [
                     r.start + limit_s for r in (*running.values(), *aside.values()) if r.paused_at is None
                 ]
-                if pending:
-                    wake += [r.start + budget for r in running.values()]
+                if pending and running:  # poll the CPU time of running tasks against the budget
+                    wake.append(now + max(0.02, budget / 4))
                 timeout = max(0.0, min(wake) - now) if wake else None
                 ready, _, _ = select.select([*running, *aside], [], [], timeout)
                 for fd in ready:
@@ -373,7 +397,7 @@ class BoundedPool:
                         continue
                     kind, value = msg
                     if kind == "ok":
-                        self._recent.append(took)
+                        self._recent.append(run.cpu())
                     else:
                         self.stats["errors"] += 1
                     finish(fd, Outcome(kind, value, took), reuse=fd in running)
@@ -384,7 +408,7 @@ class BoundedPool:
                             self.stats["timeouts"] += 1
                             finish(fd, Outcome("timeout", None, now - run.start), reuse=False)
                 for fd, run in list(running.items()):
-                    if pending and now - run.start >= budget and len(aside) < self.max_aside:
+                    if pending and len(aside) < self.max_aside and self._looks_stuck(run, now, budget):
                         run.pause(now)
                         aside[fd] = running.pop(fd)
                         self.stats["moved_aside"] += 1

@@ -170,13 +170,17 @@ class Sandbox:
 
         Keys: ``backend`` (namespaces / bubblewrap / unisolated / refused), ``isolated`` (bool),
         ``filesystem``, ``network``, ``processes``, ``identity``, ``interpreter``, ``warning`` (str or
-        None), ``summary`` (one line), ``tried`` (backends that failed, with why).
+        None), ``summary`` (one line), ``tried`` (backends that failed, with why), ``metrics``
+        (``{"sandbox/isolated": 1.0 or 0.0}``).
         """
         try:
             b = self.chosen()
         except SandboxUnavailable as e:
-            return {"backend": "refused", "isolated": False, "warning": str(e), "tried": list(self._tried),
-                    "summary": "sandbox: REFUSED (code rewards cannot run): " + str(e).splitlines()[0]}  # fmt: skip
+            return {
+                "backend": "refused", "isolated": False, "warning": str(e), "tried": list(self._tried),
+                "summary": "sandbox: REFUSED (code rewards cannot run): " + str(e)[:160],
+                "metrics": {"sandbox/isolated": 0.0},
+            }  # fmt: skip
         iso = b.name != "unisolated"
         rep: dict[str, object] = {
             "backend": b.name,
@@ -197,6 +201,7 @@ class Sandbox:
             f"sandbox: {b.name}, isolated={iso}, uid: {rep['identity']}, interpreter {b.interpreter}"
             + ("" if iso else " -- WARNING: no isolation")
         )
+        rep["metrics"] = {"sandbox/isolated": float(iso)}
         return rep
 
 
