@@ -61,11 +61,12 @@ def bench_hangs(n: int, frac: float, limit: float, workers: int) -> None:
     hung = list(comps)
     for k, i in enumerate(bad):
         hung[i] = f"<think>work</think> <answer>{HANGS[k % len(HANGS)]}</answer>"
-    before = math_verify_stats()["timeouts"]
+    before = math_verify_stats()
     t = time.perf_counter()
     scores = acc(["q"] * n, hung, answer=golds)
     t_hung = time.perf_counter() - t
-    timeouts = math_verify_stats()["timeouts"] - before
+    timeouts = math_verify_stats()["timeouts"] - before["timeouts"]
+    errors = math_verify_stats()["errors"] - before["errors"]
     changed = sum(scores[i] != clean[i] for i in range(n) if i not in set(bad))
     verdict = "MET" if t_hung <= t_clean + limit else "MISSED"
     print(f"hung checks: {n} completions, {len(bad)} hang, limit {limit:g} s, {workers} workers")
@@ -73,7 +74,8 @@ def bench_hangs(n: int, frac: float, limit: float, workers: int) -> None:
         f"  clean batch   {t_clean:7.2f} s  ({sum(s == 1.0 for s in clean)} correct, {clean_timeouts} timeouts)"
     )
     print(
-        f"  with hangs    {t_hung:7.2f} s  ({timeouts} timeouts; honest rows scored differently: {changed})"
+        f"  with hangs    {t_hung:7.2f} s  ({timeouts} timeouts, {errors} errors; honest rows scored "
+        f"differently: {changed})"
     )
     print(f"  target: hung <= clean + limit = {t_clean + limit:.2f} s: {verdict}")
 

@@ -75,8 +75,9 @@ class SandboxLimits:
     """Largest file any process may write, stdout and stderr included (RLIMIT_FSIZE)."""
     disk_mb: int = 64
     """Size of the run's private /tmp (a tmpfs); all files together."""
-    nproc: int = 32
-    """Processes the run may have (RLIMIT_NPROC, counted in the run's own uid or user namespace)."""
+    nproc: int = 16
+    """Processes the run may have (RLIMIT_NPROC, counted in the run's own uid or user namespace). Memory is
+    limited per process, so ``nproc * memory_mb`` bounds a run's memory."""
     output_bytes: int = 1 << 20
     """stdout/stderr/results bytes read back."""
 
