@@ -18,6 +18,7 @@ Rows run in parallel (``workers`` threads; each sandbox run is a separate proces
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -122,24 +123,16 @@ def code_reward(
     completions: list[Any],
     tests: list[Any] | None = None,
     *,
+    partial: bool = False,
     code_limits: SandboxLimits | None = None,
     code_sandbox: Sandbox | None = None,
     code_workers: int = CODE_WORKERS,
     **columns: Any,
 ) -> list[float | None]:
-    """1.0 iff the completion's program passes every test case of the row (column ``tests``)."""
-    return score_code(completions, tests, False, code_limits, code_sandbox, code_workers, prompts)
+    """1.0 iff the completion's program passes every test case of the row (column ``tests``); with
+    ``partial``, the fraction of the cases it passes (registered as ``code_partial``)."""
+    return score_code(completions, tests, partial, code_limits, code_sandbox, code_workers, prompts)
 
 
-def code_partial_reward(
-    prompts: list[Any],
-    completions: list[Any],
-    tests: list[Any] | None = None,
-    *,
-    code_limits: SandboxLimits | None = None,
-    code_sandbox: Sandbox | None = None,
-    code_workers: int = CODE_WORKERS,
-    **columns: Any,
-) -> list[float | None]:
-    """The fraction of the row's test cases the completion's program passes."""
-    return score_code(completions, tests, True, code_limits, code_sandbox, code_workers, prompts)
+code_partial_reward = functools.partial(code_reward, partial=True)
+"""The fraction of the row's test cases the completion's program passes."""

@@ -30,7 +30,7 @@ import torch
 
 from thinkrl.rewards import stats
 from thinkrl.rewards.accuracy import accuracy_reward
-from thinkrl.rewards.base import RewardError, RewardOutput, _first_failing_row
+from thinkrl.rewards.base import RewardError, RewardOutput, _first_failing_row, check_batch
 from thinkrl.rewards.code import code_partial_reward, code_reward
 from thinkrl.rewards.code_tests import TestsFormatError
 from thinkrl.rewards.math_grader import warm_up
@@ -160,15 +160,7 @@ class RewardScorer:
         prompts, completions = list(prompts), list(completions)
         columns = {k: list(v) for k, v in (columns or {}).items()}
         n = len(completions)
-        if len(prompts) != n:
-            raise ValueError(
-                f"RewardScorer.score: {len(prompts)} prompts for {n} completions; one per completion"
-            )
-        for key, col in columns.items():
-            if len(col) != n:
-                raise ValueError(
-                    f"RewardScorer.score: column {key!r} has {len(col)} rows for {n} completions"
-                )
+        check_batch("RewardScorer.score", prompts, n, columns)
         scores: dict[int, list[float | None]] = {}
         timeouts: dict[str, int] = {}
         errors: dict[str, int] = {}
