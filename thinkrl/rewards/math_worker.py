@@ -1,9 +1,8 @@
 """One math-verify check, as run inside a grader worker process (imported only there: it imports sympy).
 
-Anchoring: text with math delimiters or a box is parsed as it is (whole solutions work); a bare gold is read
-as LaTeX (``$...$``); a bare prediction that is ONE number (``1 000``, ``1,000``, ``1,22``) is read as an
-expression first, as math-verify's expression reader means it, then as LaTeX; several numbers (``13, 14``,
-``13 14``) are read as LaTeX, a set, never as the last of them.
+Anchoring: text with math delimiters or a box is parsed as it is (whole solutions work); bare text, gold or
+prediction alike, is read as LaTeX (``$...$``): ``13, 14`` is a set, never the last of its numbers (which is
+what math-verify's expression reader would return).
 
 Answer policy applied to the parsed prediction when the gold is not itself a relation (docs/rewards.md):
 ``x = 14`` is read as ``14`` (one variable on the left), but any other relation (``15 = 14``,
@@ -22,9 +21,6 @@ from sympy.logic.boolalg import Boolean
 
 logging.disable(logging.WARNING)  # math-verify warns on every call that its own timeout is off
 
-_NUMLIKE = re.compile(r"[\d\s.,+-]+")
-# ONE number: thousands groups (1,000 / 1 000) or plain digits, an optional decimal part (. or ,), a sign.
-_ONE_NUMBER = re.compile(r"\s*[+-]?\s*(\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)|\d+)(?:[.,]\d+)?\s*")
 _DELIM = re.compile(r"(?<!\\)\$|\\boxed|\\fbox|\\\(|\\\[")
 _CONNECTIVES = re.compile(r"\\(lor|vee|land|wedge|lnot|neg)(?![A-Za-z])")
 _RELATION_TEXT = re.compile(
@@ -32,13 +28,10 @@ _RELATION_TEXT = re.compile(
 )
 
 
-def _read(s: str, gold: bool) -> list:
+def _read(s: str) -> list:
     if _DELIM.search(s):
         return parse(s, parsing_timeout=None)
-    if gold or not _NUMLIKE.fullmatch(s) or not _ONE_NUMBER.fullmatch(s):
-        # a list of numbers ("13, 14") is read as LaTeX (a set): the expression reader keeps only the last
-        return parse("$" + s + "$", parsing_timeout=None)
-    return parse(s, parsing_timeout=None) or parse("$" + s + "$", parsing_timeout=None)
+    return parse("$" + s + "$", parsing_timeout=None)
 
 
 def _is_relation(x: object) -> bool:
@@ -73,15 +66,15 @@ def _as_answer(parsed: list) -> list:
 def check(task: tuple[str, str, dict]) -> bool:
     """Is the prediction equal to the gold? ``task`` = (prediction, gold, math-verify options)."""
     pred, gold, opts = task
-    g = _read(gold, True)
+    g = _read(gold)
     if not g:
         return False
     if not _RELATION_TEXT.search(gold) and not any(_is_relation(c) for c in g if not isinstance(c, str)):
         if _CONNECTIVES.search(pred) and not _CONNECTIVES.search(gold):
             return False
-        p = _as_answer(_read(pred, False))
+        p = _as_answer(_read(pred))
     else:
-        p = _read(pred, False)
+        p = _read(pred)
     return bool(p) and bool(verify(g, p, timeout_seconds=None, **opts))
 
 

@@ -382,7 +382,10 @@ class BoundedPool:
                 if pending and running:  # poll the CPU time of running tasks against the budget
                     wake.append(now + max(0.02, budget / 4))
                 timeout = max(0.0, min(wake) - now) if wake else None
-                ready, _, _ = select.select([*running, *aside], [], [], timeout)
+                poller = select.poll()  # not select(): the trainer may hold more than 1024 descriptors
+                for fd in (*running, *aside):
+                    poller.register(fd, select.POLLIN)
+                ready = [fd for fd, _ in poller.poll(None if timeout is None else 1000 * timeout)]
                 for fd in ready:
                     run = running.get(fd) or aside[fd]
                     run.worker.sock.settimeout(max(1.0, limit_s))
