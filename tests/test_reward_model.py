@@ -217,7 +217,7 @@ def test_errors_name_the_problem_and_the_fix(rm_dir, tmp_path):
         get_reward("reward_model")
     with pytest.raises(ValueError, match="template='chat' but the tokenizer"):
         RewardModelReward(path, template="chat")
-    with pytest.raises(TypeError, match="cannot be pickled into RewardPool"):
+    with pytest.raises(TypeError, match="cannot be pickled into worker processes"):
         pickle.dumps(RewardModelReward(path))
 
 

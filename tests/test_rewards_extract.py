@@ -27,8 +27,16 @@ MODULES = [
     "shaping",
     "accuracy",
     "routing",
-    "math",
+    "math_grader",
     "code",
+    "code_tests",
+    "named",
+    "registry",
+    "settings",
+    "stats",
+    "workers",
+    "scorer",
+    "sandbox",
     "__init__",
 ]
 

@@ -134,6 +134,10 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
 
     add_demo_commands(sub)
 
+    from thinkrl.rewards.check import add_check_reward_command
+
+    add_check_reward_command(sub)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()

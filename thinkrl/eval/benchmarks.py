@@ -360,7 +360,7 @@ class Grader:
         ]
 
     def _verify(self, preds: list[str], golds: list[str]) -> list[bool]:
-        from thinkrl.rewards.math import verify_math_batch
+        from thinkrl.rewards.math_grader import verify_math_batch
 
         return verify_math_batch(
             preds, golds, timeout_s=self.timeout_s
@@ -370,6 +370,6 @@ class Grader:
         """Whether two extracted answers to ``row`` count as the same vote in cons@k."""
         if row.get("verifier") == "countdown":
             return "".join(a.split()) == "".join(b.split())
-        from thinkrl.rewards.math import answers_equivalent
+        from thinkrl.rewards.math_grader import answers_equivalent
 
         return bool(answers_equivalent(a, b))

@@ -10,7 +10,7 @@ left out of that reward's logged mean). A reward that raises is reported with it
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +36,15 @@ class RewardOutput:
     """name -> (N,) float32 raw scores, NaN where the function returned None."""
 
 
+def check_batch(who: str, prompts: Sequence, n: int, columns: Mapping[str, Sequence]) -> None:
+    """ValueError naming ``who`` unless there is one prompt and one value of each column per completion."""
+    if len(prompts) != n:
+        raise ValueError(f"{who}: {len(prompts)} prompts for {n} completions; pass one prompt per completion")
+    for key, col in columns.items():
+        if len(col) != n:
+            raise ValueError(f"{who}: column {key!r} has {len(col)} rows for {n} completions")
+
+
 def compute_rewards(
     funcs: Sequence[RewardFn],
     weights: Sequence[float] | None,
@@ -51,13 +60,7 @@ def compute_rewards(
     ([0.5], [1.0])
     """
     n = len(completions)
-    if len(prompts) != n:
-        raise ValueError(
-            f"compute_rewards: {len(prompts)} prompts for {n} completions; pass one prompt per completion"
-        )
-    for key, col in columns.items():
-        if len(col) != n:
-            raise ValueError(f"compute_rewards: column {key!r} has {len(col)} rows for {n} completions")
+    check_batch("compute_rewards", prompts, n, columns)
     weights = list(weights) if weights is not None else [1.0] * len(funcs)
     if len(weights) != len(funcs):
         raise ValueError(

@@ -1,145 +1,138 @@
-"""Code reward: run the completion's Python against the row's tests in the sandbox (``sandbox.py``).
+"""Code reward: run the completion's Python against the row's tests in the sandbox (``sandbox/``).
 
-Column ``tests`` holds, per row, a list of test cases (or that list JSON-encoded); each case is
+Column ``tests`` holds, per row, test cases in one of the shapes of :data:`code_tests.SHAPES`:
 
-- ``{"input": "...", "output": "..."}``: stdin/stdout. The program runs once per case; it passes iff it exits
-  with status 0 within the limits and its stdout equals ``output`` up to trailing whitespace on each line and
-  trailing blank lines.
-- ``{"assert": "assert f(2) == 4"}`` or a bare string ``"assert f(2) == 4"``: the program is loaded once (its
-  top level runs), then each assert runs in its namespace; a case passes iff it raises nothing. If loading the
-  program raises or exits (``sys.exit(0)`` included), no case passes.
+- stdin/stdout: the program runs once per case; it passes iff it exits with status 0 within the limits and
+  its stdout equals ``output`` up to trailing whitespace on each line and trailing blank lines. The
+  expected output stays outside; only ``input`` enters the sandbox.
+- asserts (``"assert f(2) == 4"``): split outside the sandbox into the program's calls and a judge
+  (``code_tests.py``). The program is loaded once per row; then each call is evaluated in its namespace
+  and its value comes back as plain data on a results channel (not stdout), and the judge runs here. If
+  loading the program raises or exits (``sys.exit(0)`` included), no case passes.
 
-``{"inputs": [...], "outputs": [...]}`` (APPS/TACO style) is accepted too. The program is the last fenced
-```python block of the completion (in the ``<answer>`` tag first). Score: 1.0 iff all cases pass
-(``code``), or the fraction passed (``code_partial``); 0.0 without code; None when the row has no tests.
-
-Assert results are reported on stdout with a random per-run token and counted only when the harness reaches
-them, so exiting early or printing "passed" earns nothing. The program runs in the harness's own process,
-though: code that deliberately inspects the harness's frames could forge results. Stdin/stdout cases have
-no such gap: the verdict is computed outside the sandbox.
+The program is the last fenced ```python block of the completion (in the ``<answer>`` tag first). Score:
+1.0 iff all cases pass (``code``), or the fraction passed (``code_partial``); 0.0 without code; None when
+the row has no tests. A malformed ``tests`` cell raises :class:`TestsFormatError` naming the row.
+Rows run in parallel (``workers`` threads; each sandbox run is a separate process).
 """
 
 from __future__ import annotations
 
-import json
-import secrets
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from thinkrl.rewards.extract import as_text, extract_code
-from thinkrl.rewards.sandbox import SandboxLimits, run_python
+from thinkrl.rewards.code_tests import (
+    CallCase,
+    StdioCase,
+    TestsFormatError,
+    judge,
+    parse_tests,
+    read_results,
+    same_output,
+)
+from thinkrl.rewards.extract import extract_code, with_prefill
+from thinkrl.rewards.sandbox import Sandbox, SandboxLimits, default_sandbox, run_python
+from thinkrl.rewards.stats import count
 
-MAX_TESTS = 64  # per row; more cases than this are ignored (and the row's score counts only these)
-
-_HARNESS = """
-import sys
-def _harness():
-    token = sys.stdin.readline().strip()
-    tests = {tests!r}
-    ns = {{"__name__": "__main__", "__builtins__": __builtins__}}
-    try:
-        exec(compile({program!r}, "solution.py", "exec"), ns)
-    except BaseException:
-        return
-    for i, t in enumerate(tests):
-        try:
-            exec(compile(t, "test_%d.py" % i, "exec"), ns)
-            ok = 1
-        except BaseException:
-            ok = 0
-        sys.stdout.write("\\n%s %d %d\\n" % (token, i, ok))
-        sys.stdout.flush()
-_harness()
-"""
+CODE_WORKERS = 2
+"""Rows graded at once by default (each sandbox run is a process)."""
 
 
-def parse_tests(tests: Any) -> list[dict[str, str]]:
-    """Normalize a row's ``tests`` to a list of ``{"input", "output"}`` or ``{"assert"}`` dicts.
+def run_tests(
+    program: str,
+    cases: list[StdioCase | CallCase],
+    limits: SandboxLimits | None = None,
+    sandbox: Sandbox | None = None,
+) -> list[bool]:
+    """Pass/fail of each case for ``program``.
 
-    >>> parse_tests('{"inputs": ["1\\\\n"], "outputs": ["2\\\\n"]}')
-    [{'input': '1\\n', 'output': '2\\n'}]
-    >>> parse_tests(["assert f(1) == 2"])
-    [{'assert': 'assert f(1) == 2'}]
-    """
-    if isinstance(tests, str):
-        tests = json.loads(tests)
-    if isinstance(tests, dict):
-        if "inputs" in tests:
-            return [{"input": str(i), "output": str(o)} for i, o in zip(tests["inputs"], tests["outputs"])]
-        tests = [tests]
-    out: list[dict[str, str]] = []
-    for t in tests:
-        if isinstance(t, str):
-            out.append({"assert": t})
-        elif "assert" in t:
-            out.append({"assert": str(t["assert"])})
-        else:
-            out.append({"input": str(t.get("input", "")), "output": str(t["output"])})
-    return out
-
-
-def _same_output(got: str, want: str) -> bool:
-    def norm(s: str) -> list[str]:
-        return [ln.rstrip() for ln in s.strip("\n").rstrip().splitlines()]
-
-    return norm(got) == norm(want)
-
-
-def run_tests(program: str, tests: list[dict[str, str]], limits: SandboxLimits | None = None) -> list[bool]:
-    """Pass/fail of each test case for ``program`` (see module docstring).
-
-    >>> run_tests("def f(x):\\n    return 2 * x", [{"assert": "assert f(2) == 4"}, {"assert": "assert f(2) == 5"}])
+    >>> prog = "def f(x):\\n    return 2 * x"
+    >>> run_tests(prog, parse_tests(["assert f(2) == 4", "assert f(2) == 5"]))
     [True, False]
     """
-    tests = tests[:MAX_TESTS]
-    results = [False] * len(tests)
-    asserts = [(i, t["assert"]) for i, t in enumerate(tests) if "assert" in t]
-    for i, t in enumerate(tests):
-        if "assert" not in t:
-            r = run_python(program, stdin=t["input"], limits=limits)
-            results[i] = r.returncode == 0 and not r.timed_out and _same_output(r.stdout, t["output"])
-    if asserts:
-        token = secrets.token_hex(16)
-        src = _HARNESS.format(tests=[a for _, a in asserts], program=program)
-        r = run_python(src, stdin=token + "\n", limits=limits)
-        for line in r.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == token and parts[1].isdigit() and int(parts[1]) < len(asserts):
-                results[asserts[int(parts[1])][0]] = parts[2] == "1"
+    results = [False] * len(cases)
+    calls: list[str] = []
+    spans: list[tuple[int, int, int]] = []  # (case index, first call, end call)
+    for i, case in enumerate(cases):
+        if isinstance(case, StdioCase):
+            r = run_python(program, stdin=case.input, limits=limits, sandbox=sandbox)
+            count("sandbox_timeouts", int(r.timed_out))
+            results[i] = r.returncode == 0 and not r.timed_out and same_output(r.stdout, case.output)
+        else:
+            spans.append((i, len(calls), len(calls) + len(case.calls)))
+            calls.extend(case.calls)
+    if spans:
+        r = run_python(program, limits=limits, calls=calls, sandbox=sandbox)
+        count("sandbox_timeouts", int(r.timed_out))
+        values = read_results(r.results, len(calls))
+        for i, lo, hi in spans:
+            got = values[lo:hi]
+            case = cases[i]
+            assert isinstance(case, CallCase)
+            results[i] = all(ok for ok, _ in got) and judge(case, [v for _, v in got])
     return results
 
 
 def score_code(
-    completions: list[Any], tests: list[Any] | None, partial: bool, limits: SandboxLimits | None = None
-):
-    """Per-row code scores: all-or-nothing, or the fraction of tests passed when ``partial``."""
+    completions: list[Any],
+    tests: list[Any] | None,
+    partial: bool,
+    limits: SandboxLimits | None = None,
+    sandbox: Sandbox | None = None,
+    workers: int = CODE_WORKERS,
+    prompts: list[Any] | None = None,
+) -> list[float | None]:
+    """Per-row code scores: all-or-nothing, or the fraction of cases passed when ``partial``.
+
+    ``prompts`` (one per row, or one for all) tell whether the template pre-filled ``<think>``.
+    """
     if tests is None:
         return [None] * len(completions)
-    out: list[float | None] = []
-    for c, t in zip(completions, tests):
-        cases = parse_tests(t) if t is not None else []
-        program = extract_code(as_text(c))
-        if not cases:
-            out.append(None)
-        elif program is None:
-            out.append(0.0)
-        else:
-            passed = run_tests(program, cases, limits)
-            frac = sum(passed) / len(passed)
-            out.append(frac if partial else float(frac == 1.0))
+    cases: list[list[StdioCase | CallCase]] = []
+    for row, t in enumerate(tests):
+        try:
+            cases.append(parse_tests(t) if t is not None else [])
+        except TestsFormatError as e:
+            raise TestsFormatError(f"row {row}: column 'tests': {e}") from None
+
+    rows = list(prompts or [""]) * len(completions) if len(prompts or [""]) == 1 else list(prompts or [])
+
+    def one(row: int) -> float | None:
+        program = extract_code(with_prefill(rows[row], completions[row]))
+        if not cases[row]:
+            return None
+        if program is None:
+            return 0.0
+        passed = run_tests(program, cases[row], limits, sandbox)
+        frac = sum(passed) / len(passed)
+        return frac if partial else float(frac == 1.0)
+
+    todo = [r for r in range(len(completions)) if cases[r]]
+    if todo:
+        (sandbox or default_sandbox()).chosen()  # refuse up front, once, when code may not run here
+    out: list[float | None] = [None] * len(completions)
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        for r, s in zip(todo, ex.map(one, todo)):
+            out[r] = s
     return out
 
 
-def code_reward(prompts: list[Any], completions: list[Any], tests: list[Any] | None = None, **kwargs: Any):
-    """1.0 iff the completion's program passes every test case of the row (column ``tests``)."""
-    return score_code(completions, tests, partial=False)
+def code_reward(
+    prompts: list[Any],
+    completions: list[Any],
+    tests: list[Any] | None = None,
+    *,
+    partial: bool = False,
+    code_limits: SandboxLimits | None = None,
+    code_sandbox: Sandbox | None = None,
+    code_workers: int = CODE_WORKERS,
+    **columns: Any,
+) -> list[float | None]:
+    """1.0 iff the completion's program passes every test case of the row (column ``tests``); with
+    ``partial``, the fraction of the cases it passes (registered as ``code_partial``)."""
+    return score_code(completions, tests, partial, code_limits, code_sandbox, code_workers, prompts)
 
 
-def code_partial_reward(
-    prompts: list[Any], completions: list[Any], tests: list[Any] | None = None, **kwargs: Any
-):
-    """The fraction of the row's test cases the completion's program passes."""
-    return score_code(completions, tests, partial=True)
-
-
-code_reward.__name__ = "code"
-code_partial_reward.__name__ = "code_partial"
+code_partial_reward = functools.partial(code_reward, partial=True)
+"""The fraction of the row's test cases the completion's program passes."""

@@ -18,7 +18,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Any
 
-from thinkrl.rewards.extract import as_text, extract_answer_tag
+from thinkrl.rewards.extract import answer_region, extract_answer_tag, with_prefill
 
 _MAX_EXPR_CHARS = 300  # a Countdown equation is short; a longer one is not an answer (and bounds parse cost)
 _ALLOWED_CHARS = re.compile(r"[\d+\-*/().\s×÷]+")
@@ -101,14 +101,16 @@ def countdown_score(answer: str | None, numbers: Any, target: Any) -> float:
 def countdown_reward(
     prompts: list[str], completions: list[str], numbers: list[Any], target: list[Any], **kwargs: Any
 ) -> list[float | None]:
-    """Countdown reward per row (columns ``numbers``: list[int] or "a,b,c"; ``target``: int); None when unset."""
+    """Countdown reward per row (columns ``numbers``: list[int] or "a,b,c"; ``target``: int); None when unset.
+
+    The answer is the last ``<answer>`` tag of the answer region (nothing inside ``<think>`` counts).
+    """
     out: list[float | None] = []
-    for c, nums, tgt in zip(completions, numbers, target):
+    rows = list(prompts) * len(completions) if len(prompts) == 1 else list(prompts)
+    for p, c, nums, tgt in zip(rows, completions, numbers, target):
         if nums is None or tgt is None:
             out.append(None)
             continue
-        out.append(countdown_score(extract_answer_tag(as_text(c)), nums, tgt))
+        region = answer_region(with_prefill(p, c))
+        out.append(countdown_score(extract_answer_tag(region) if region is not None else None, nums, tgt))
     return out
-
-
-countdown_reward.__name__ = "countdown"

@@ -11,7 +11,8 @@ Values (all in [0, 1]):
   (partial credit that gives a gradient before the full format is ever sampled).
 
 If the prompt ends with ``<think>`` (templates that pre-fill it), the completion is scored as if it began
-with ``<think>``. Matching is linear in the text length: 1 MB completions score in milliseconds.
+with ``<think>``. Matching is linear in the text length; a completion over ``MAX_PARSE_CHARS`` (1M characters)
+scores 0.0.
 
 >>> format_reward(["q"], ["<think>2+2=4</think>\\n<answer>4</answer>", "<answer>4</answer>"])
 [1.0, 0.0]
@@ -23,21 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from thinkrl.rewards.extract import as_text
+from thinkrl.rewards.extract import MAX_PARSE_CHARS, with_prefill
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-
-
-def _with_prefill(prompt: Any, completion: Any) -> str:
-    """Prepend ``<think>`` when the prompt pre-filled it, so both template styles score alike."""
-    completion = as_text(completion)
-    if (
-        isinstance(prompt, str)
-        and prompt.rstrip().endswith("<think>")
-        and not completion.lstrip().startswith("<think>")
-    ):
-        return "<think>" + completion
-    return completion
+_with_prefill = with_prefill  # the name reward_model.py imports
 
 
 def r1_format_ok(text: str) -> bool:
@@ -46,7 +36,7 @@ def r1_format_ok(text: str) -> bool:
     >>> r1_format_ok("<think>a</think><answer>b</answer>  "), r1_format_ok("<think>a</think><answer>b</answer>.")
     (True, False)
     """
-    if any(text.count(t) != 1 for t in _TAGS):
+    if len(text) > MAX_PARSE_CHARS or any(text.count(t) != 1 for t in _TAGS):
         return False
     i0, i1, i2, i3 = (text.index(t) for t in _TAGS)
     if not i0 < i1 < i2 < i3:
@@ -63,7 +53,7 @@ def think_format_ok(text: str) -> bool:
     >>> think_format_ok("<think>a</think> The answer is 4."), think_format_ok("<think>a</think>")
     (True, False)
     """
-    if text.count("<think>") != 1 or text.count("</think>") != 1:
+    if len(text) > MAX_PARSE_CHARS or text.count("<think>") != 1 or text.count("</think>") != 1:
         return False
     i0, i1 = text.index("<think>"), text.index("</think>")
     if i1 < i0 or text[:i0].strip():
@@ -77,6 +67,8 @@ def tag_count_score(text: str) -> float:
     >>> tag_count_score("<think><think></think><answer>1</answer>")
     0.75
     """
+    if len(text) > MAX_PARSE_CHARS:
+        return 0.0
     return 0.25 * sum(text.count(t) == 1 for t in _TAGS)
 
 
@@ -103,8 +95,3 @@ def tag_count_reward(prompts: list[str], completions: list[str], **kwargs: Any) 
 def _prompts(prompts: list[str], completions: list[str]) -> list[str]:
     # A single prompt may stand for all rows (doctests, quick use); otherwise one prompt per completion.
     return list(prompts) * len(completions) if len(prompts) == 1 else list(prompts)
-
-
-format_reward.__name__ = "format"
-format_think_reward.__name__ = "format_think"
-tag_count_reward.__name__ = "tag_count"

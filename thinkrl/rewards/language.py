@@ -29,15 +29,12 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
-from thinkrl.rewards.extract import as_text
+from thinkrl.rewards.extract import MAX_PARSE_CHARS, as_text
 
-_NEUTRAL_RE = re.compile(
-    r"```.*?```|`[^`\n]*`"  # code
-    r"|\$\$.*?\$\$|(?<!\\)\$[^$]*?(?<!\\)\$|\\\(.*?\\\)|\\\[.*?\\\]"  # inline/display math
-    r"|\\begin\{(\w+\*?)\}.*?\\end\{\1\}"  # LaTeX environments
-    r"|\\[A-Za-z]+|https?://\S+",  # leftover commands, URLs
-    re.DOTALL,
-)
+# Openers of neutral material; each is removed with its closer (see _strip_neutral). A backslash command or a
+# URL is removed alone.
+_OPEN_RE = re.compile(r"```|`|\$\$|(?<!\\)\$|\\\(|\\\[|\\begin\{(\w+\*?)\}|\\[A-Za-z]+|https?://\S+")
+_CLOSER = {"```": "```", "`": "`", "$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 _SENTENCE_RE = re.compile(r"[^.!?;:\n。！？；：]+")
 
 SCRIPT_OF_LANGUAGE = {
@@ -76,9 +73,54 @@ def _script(ch: str) -> str | None:
     return first.capitalize() if first else None  # LATIN, CYRILLIC, GREEK, ARABIC, HEBREW, DEVANAGARI, THAI
 
 
+def _find_closer(text: str, closer: str, start: int) -> int:
+    """Index of ``closer`` after ``start`` (an unescaped ``$``; a backtick on the same line), or -1."""
+    q = text.find(closer, start)
+    if closer == "$":
+        while q > 0 and text[q - 1] == "\\":
+            q = text.find("$", q + 1)
+    elif closer == "`" and q != -1 and "\n" in text[start:q]:
+        return -1
+    return q
+
+
+def _strip_neutral(text: str) -> str:
+    """``text`` with code, math, LaTeX environments, commands and URLs replaced by spaces; linear time.
+
+    An opener whose closer never comes stays as text; after one failed search for a closer, later openers of
+    that kind are not searched again (the search already reached the end).
+
+    >>> _strip_neutral("a $x^2$ b `c` \\\\alpha $ d")
+    'a   b     $ d'
+    """
+    out: list[str] = []
+    pos, dead = 0, set()
+    while True:
+        m = _OPEN_RE.search(text, pos)
+        if m is None:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos : m.start()])
+        tok = m.group(0)
+        closer = "\\end{" + m.group(1) + "}" if m.group(1) else _CLOSER.get(tok)
+        if closer is None:  # a command or URL alone
+            out.append(" ")
+            pos = m.end()
+            continue
+        q = -1 if closer in dead else _find_closer(text, closer, m.end())
+        if q == -1:
+            if closer != "`":  # a backtick's closer may still come on a later line
+                dead.add(closer)
+            out.append(tok)
+            pos = m.end()
+            continue
+        out.append(" ")
+        pos = q + len(closer)
+
+
 def _words(text: str) -> list[tuple[str, str, int]]:
     """(word, script, sentence index) for every word of ``text``, after removing neutral material."""
-    text = _NEUTRAL_RE.sub(" ", text)
+    text = _strip_neutral(text)
     out: list[tuple[str, str, int]] = []
     for si, sent in enumerate(_SENTENCE_RE.finditer(text)):
         cur, cur_script = [], None
@@ -120,6 +162,8 @@ def language_consistency_score(completion: str, language: str = "en") -> float:
     1.0
     """
     lang = (language or "en").lower().split("-")[0].split("_")[0]
+    if len(completion) > MAX_PARSE_CHARS:
+        return 0.0
     words = _words(thinking_text(completion))
     if not words:
         return 0.0
@@ -144,6 +188,3 @@ def language_consistency_reward(
     """Language-consistency reward per row; column ``language`` (ISO code, default "en") is optional."""
     langs = language if language is not None else [None] * len(completions)
     return [language_consistency_score(as_text(c), lang or "en") for c, lang in zip(completions, langs)]
-
-
-language_consistency_reward.__name__ = "language_consistency"

@@ -14,7 +14,7 @@ end (where the answer is, and the token the head reads) is always kept. The scor
 (``label`` picks one of several), optionally standardised or passed through a sigmoid.
 
 The model is loaded once per process (a cache keyed by path, dtype, device) and runs in the calling process
-(the trainer's), batched under ``torch.inference_mode()``; it cannot be sent to ``RewardPool`` workers.
+(the trainer's), batched under ``torch.inference_mode()``; it runs in the scorer's process (``in_process``), never in reward workers.
 ``import thinkrl.rewards`` does not import torch: this module loads it on first use.
 
 >>> final_answer("<think>2+2 is 4</think> <answer> 4 </answer>"), final_answer("<think>so</think> It is 4.")
@@ -113,6 +113,8 @@ def load_reward_model(path: str, dtype: str, device: str, trust_remote_code: boo
 
 class RewardModelReward:
     """A sequence-classification reward model as a reward ``(prompts, completions, **columns) -> scores``.
+
+    It runs in the scorer's process (``in_process``): it holds a model, maybe on the GPU.
 
     Args:
         path: a local folder saved by ``save_pretrained`` or a hub id of a ``*ForSequenceClassification`` model.
@@ -274,8 +276,10 @@ class RewardModelReward:
                 out[i] = s
         return out
 
+    in_process = True
+
     def __getstate__(self) -> dict:
         raise TypeError(
-            f"{self.__name__}: a reward model runs in the trainer process and cannot be pickled into RewardPool "
-            "workers; pass it to the trainer directly"
+            f"{self.__name__}: a reward model runs in the trainer process and cannot be pickled into worker "
+            "processes; pass it to the trainer directly"
         )

@@ -44,13 +44,21 @@ def is_model_route(key: str) -> bool:
     return key == MODEL_ROUTE or key.startswith(MODEL_ROUTE + ":")
 
 
+_SETTINGS = {  # grader settings each checker takes (bound by build_reward), never split by row
+    "math": ("math_timeout_s", "math_workers"),
+    "code": ("code_limits", "code_sandbox", "code_workers"),
+}
+
+
 def routed_reward(
     prompts: list[Any], completions: list[Any], verifier: list[Any] | None = None, **columns: Any
-):
+) -> list[float | None]:
     """Score each row with the reward its ``verifier`` column names; each checker is called once per batch.
 
-    Rows whose verifier is empty or a reward-model route score None.
+    Rows whose verifier is empty or a reward-model route score None. Grader settings (``math_timeout_s``,
+    ``code_sandbox``, ...) are passed to the checkers that take them.
     """
+    settings = {k: columns.pop(k) for k in [*_SETTINGS["math"], *_SETTINGS["code"]] if k in columns}
     if verifier is None:
         raise ValueError(f"routed reward needs a column 'verifier' naming one of {sorted(VERIFIERS)} per row")
     groups: dict[str, list[int]] = {}
@@ -67,10 +75,11 @@ def routed_reward(
     out: list[float | None] = [None] * len(completions)
     for key, rows in groups.items():
         sub = {k: [col[i] for i in rows] for k, col in columns.items()}
-        scores = VERIFIERS[key]([prompts[i] for i in rows], [completions[i] for i in rows], **sub)
+        fn = VERIFIERS[key]
+        kind = "math" if fn is accuracy_reward else "code" if fn in (code_reward, code_partial_reward) else ""
+        sub.update({k: settings[k] for k in _SETTINGS.get(kind, ()) if k in settings})
+        rows_prompts = [prompts[i] for i in rows] if len(prompts) == len(completions) else list(prompts)
+        scores = fn(rows_prompts, [completions[i] for i in rows], **sub)
         for i, s in zip(rows, scores):
             out[i] = s
     return out
-
-
-routed_reward.__name__ = "routed"

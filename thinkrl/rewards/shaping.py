@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from thinkrl.rewards.extract import as_text
+from thinkrl.rewards.named import NamedReward
 
 
 def overlong_penalty(lengths: Sequence[int], max_len: int, buffer: int) -> list[float]:
@@ -62,8 +63,8 @@ def kimi_length_penalty(lengths: Sequence[int], correct: Sequence[bool]) -> list
 
 def overlong_reward(
     max_len: int, buffer: int, length_fn: Callable[[str], int] | None = None, name: str = "overlong"
-) -> Callable[..., list[float]]:
-    """A reward function giving the DAPO overlong penalty.
+) -> NamedReward:
+    """A reward function giving the DAPO overlong penalty, logged as ``name``.
 
     Lengths come from the column ``completion_length`` (token counts; the trainer knows them) when present,
     else from ``length_fn(completion_text)`` (e.g. ``lambda s: len(tok.encode(s))``).
@@ -85,5 +86,4 @@ def overlong_reward(
             lengths = [length_fn(as_text(c)) for c in completions]
         return overlong_penalty([int(n) for n in lengths], max_len, buffer)
 
-    reward.__name__ = name
-    return reward
+    return NamedReward(name, reward, in_process=True)
