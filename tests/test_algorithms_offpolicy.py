@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from thinkrl.rollout.sampling import truncate_probs
 
 from thinkrl.algorithms import (
     IS_CORRECTIONS,
@@ -14,7 +15,6 @@ from thinkrl.algorithms import (
     truncated_is_weights,
     truncated_token_logprobs,
 )
-from thinkrl.rollout.sampling import truncate_probs
 
 
 def _batch(seed, n=6, t=7, spread=0.5):

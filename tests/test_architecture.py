@@ -14,6 +14,7 @@ from conftest import DIGITS, make_cfg, make_trainer
 import thinkrl.algorithms as algorithms
 from thinkrl.algorithms import importance_ratio
 from thinkrl.config import ConfigError
+from thinkrl.rewards import RewardScorer, in_process
 from thinkrl.rewards.countdown import evaluate_equation
 from thinkrl.rollout import Collector, Prompts, Rollout, SingleTurn, Trajectories, Turn
 from thinkrl.testing import char_tokenizer, tiny_model
@@ -86,8 +87,8 @@ def _collector(tmp_path, env, engine, **overrides):
     tok = char_tokenizer()
     cfg = make_cfg(tmp_path, *[f"{k}={v}" for k, v in overrides.items()])
     prompts = Prompts(DIGITS, env, tok, seed=0)
-    reward = [lambda prompts, completions, **kw: [0.0] * len(completions)]
-    return Collector(cfg, prompts, engine, reward, [1.0], tok, SingleProcess(), policy_version=7)
+    scorer = RewardScorer([in_process(lambda prompts, completions, **kw: [0.0] * len(completions))])
+    return Collector(cfg, prompts, engine, scorer, tok, SingleProcess(), policy_version=7)
 
 
 def test_a_new_environment_answers_turns_and_the_single_turn_collector_refuses_it(tmp_path):
@@ -106,7 +107,8 @@ def test_trajectories_are_plain_picklable_data(tmp_path):
     tok = char_tokenizer()
     collector = _collector(tmp_path, SingleTurn(tok, "{question}="), _Fixed(tok, "12"))
     traj, stats = collector.collect(0)
-    assert isinstance(traj, Trajectories) and stats == {} and len(traj) == 16
+    assert isinstance(traj, Trajectories) and len(traj) == 16
+    assert stats["reward/timeouts/<lambda>"] == stats["reward/errors/<lambda>"] == 0  # the scorer's counts
     assert traj.policy_version.tolist() == [7] * 16 and traj.group_ids.tolist() == [
         g for g in range(4) for _ in range(4)
     ]

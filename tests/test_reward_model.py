@@ -18,12 +18,11 @@ from transformers import (
 )
 
 from thinkrl.config import ConfigError, load_config
-from thinkrl.rewards import build_reward, compute_rewards, get_reward, reward_model
+from thinkrl.rewards import build_reward, build_reward_funcs, compute_rewards, get_reward, reward_model
 from thinkrl.rewards.reward_model import RewardModelReward
 from thinkrl.testing import DEFAULT_CHARS, char_tokenizer
 from thinkrl.train import GRPOTrainer
 from thinkrl.train.checks import check_config
-from thinkrl.train.setup import build_reward_funcs
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 COMPLETIONS = [
@@ -182,7 +181,7 @@ def test_config_kwargs_build_the_reward_once(rm_dir):
         ],
     )
     assert cfg.rewards[0].kwargs == {"path": path, "score_on": "response"} and cfg.rewards[2].kwargs == {}
-    (harmless, helpful, fmt), weights = build_reward_funcs(cfg)
+    (harmless, helpful, fmt), weights = build_reward_funcs(cfg.rewards)
     assert weights == [0.5, 1.0, 1.0] and fmt is get_reward("format")
     assert (harmless.__name__, helpful.__name__) == ("reward_model", "helpful")
     assert harmless.score_on == "response" and helpful.score_on == "answer"
@@ -205,11 +204,11 @@ def test_errors_name_the_problem_and_the_fix(rm_dir, tmp_path):
         check_config(load_config(None, ["rewards=[{name: nope}]"]))
     cfg = load_config(None, [f"rewards=[{{name: reward_model, kwargs: {{path: '{tmp_path / 'missing'}'}}}}]"])
     with pytest.raises(ConfigError, match=r"rewards\[0\] \(reward_model\): path=.*missing' does not exist"):
-        build_reward_funcs(cfg)
+        build_reward_funcs(cfg.rewards)
     cfg = load_config(None, [f"rewards=[{{name: reward_model, kwargs: {{path: '{path}'}}}}, {{name: reward_model, "
                              f"kwargs: {{path: '{path}'}}}}]"])  # fmt: skip
     with pytest.raises(ConfigError, match="reward_model listed more than once.*distinct kwargs.name"):
-        build_reward_funcs(cfg)
+        build_reward_funcs(cfg.rewards)
     _save_rm(tmp_path / "lm", causal=True)
     with pytest.raises(ValueError, match="no trained classification head \\(missing weights: score.weight"):
         build_reward("reward_model", {"path": str(tmp_path / "lm")})

@@ -24,7 +24,8 @@ from thinkrl.rewards import (
 from thinkrl.rewards.base import RewardError
 from thinkrl.rewards.extract import MAX_PARSE_CHARS, extract_answer, extract_code
 from thinkrl.rewards.math_grader import math_verify_stats, verify_math, verify_math_batch, warm_up
-from thinkrl.rewards.workers import BoundedPool, Zygote
+from thinkrl.rewards.pool import BoundedPool
+from thinkrl.rewards.workers import Zygote
 
 HANG = "(x+1)^{2000}"  # math-verify expands it: minutes
 

@@ -111,8 +111,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to ``OUT/summary.json``)."""
     from thinkrl.core import DEMO_BASE_PATH, load_model_and_tokenizer
+    from thinkrl.rewards import build_reward_funcs
     from thinkrl.train import GRPOTrainer
-    from thinkrl.train.setup import build_reward_funcs
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -135,7 +135,7 @@ def run_demo(
     base_metrics, base_samples = evaluate_stage(model, tokenizer, eval_rows, cfg, out, "base")
     print(f"[demo] base pass@1 {base_metrics['pass@1']:.3f}  ({time.perf_counter() - start:.0f} s)")
 
-    funcs, weights = build_reward_funcs(cfg)  # the trainer's own builder: kwargs and checks included
+    funcs, weights = build_reward_funcs(cfg.rewards, cfg.grading)  # the trainer's own builder
     rewards = list(zip(funcs, weights))
     if no_think:
         rewards = [(forbid_thinking(fn), w) for fn, w in rewards]

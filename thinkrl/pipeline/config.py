@@ -41,6 +41,7 @@ from thinkrl.config import (
     Config,
     ConfigError,
     EvalSampling,
+    GradingConfig,
     RewardSpec,
     check_eval_sampling,
     explain_error,
@@ -93,6 +94,8 @@ class SamplingStageConfig(EvalSampling):
         default_factory=lambda: [RewardSpec("accuracy", 1.0), RewardSpec("format", 1.0)]
     )
     """Rewards that grade every sample (the RL rewards, so training and grading cannot drift)."""
+    grading: GradingConfig = field(default_factory=GradingConfig)
+    """Time bounds, worker count and sandbox of the rewards, as in training (``thinkrl.config.GradingConfig``)."""
     correct_reward: str | None = None
     """Reward whose score >= 1 makes a sample ``correct`` (default: the first of accuracy/countdown/... graded)."""
     dtype: str = "auto"

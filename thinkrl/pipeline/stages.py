@@ -150,7 +150,7 @@ def _rows(cfg: SamplingStageConfig) -> list[dict[str, Any]]:
 
 def _grader(cfg: SamplingStageConfig) -> Any:
     from thinkrl.rejection import RewardGrader
-    from thinkrl.train.setup import build_reward_funcs
+    from thinkrl.rewards import build_reward_funcs
 
-    funcs, weights = build_reward_funcs(cfg)  # reads only cfg.rewards
-    return RewardGrader(funcs, weights, correct_reward=cfg.correct_reward)
+    funcs, weights = build_reward_funcs(cfg.rewards, cfg.grading)
+    return RewardGrader(funcs, weights, correct_reward=cfg.correct_reward, grading=cfg.grading)

@@ -34,7 +34,7 @@ from thinkrl.eval import evaluate, prepare_rows
 from thinkrl.eval.cli import add_model_arguments, add_sampling_arguments, sampling_from_args
 from thinkrl.eval.files import write_json
 from thinkrl.rejection.filters import FilterConfig, filter_samples, format_report
-from thinkrl.rewards import reward_name
+from thinkrl.rewards import RewardScorer
 from thinkrl.rewards.extract import extract_answer
 from thinkrl.rollout import CORRECTNESS_REWARDS, score
 
@@ -59,9 +59,10 @@ class RewardGrader:
         *,
         correct_reward: str | None = None,
         threshold: float = 1.0,
+        grading: Any = None,
     ):
-        self.funcs, self.weights = list(funcs), list(weights) if weights is not None else None
-        names = [reward_name(f) for f in self.funcs]
+        self.scorer = RewardScorer(funcs, weights, grading)  # the time bounds of training apply here too
+        names = [f.name for f in self.scorer.funcs]
         self.correct_reward = correct_reward or next((n for n in CORRECTNESS_REWARDS if n in names), None)
         if self.correct_reward is not None and self.correct_reward not in names:
             raise ValueError(
@@ -74,7 +75,7 @@ class RewardGrader:
     ) -> list[dict[str, Any]]:
         prompts = list(prompts) if prompts is not None else [r["question"] for r in rows]
         # every data column reaches the rewards, question included (a reward model's prompt_key)
-        out = score(self.funcs, self.weights, prompts, completions, rows)
+        out = score(self.scorer, prompts, completions, rows)
         per_fn = {
             name: [None if v != v else v for v in scores.tolist()]
             for name, scores in out.per_function.items()

@@ -27,7 +27,6 @@ from typing import Any
 from thinkrl.rewards.extract import MAX_PARSE_CHARS, with_prefill
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-_with_prefill = with_prefill  # the name reward_model.py imports
 
 
 def r1_format_ok(text: str) -> bool:
@@ -75,21 +74,21 @@ def tag_count_score(text: str) -> float:
 def format_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
     """R1-Zero format reward: 1.0 or 0.0 per completion (see module docstring)."""
     return [
-        float(r1_format_ok(_with_prefill(p, c))) for p, c in zip(_prompts(prompts, completions), completions)
+        float(r1_format_ok(with_prefill(p, c))) for p, c in zip(_prompts(prompts, completions), completions)
     ]
 
 
 def format_think_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
     """Think-then-answer reward without answer tags: 1.0 or 0.0."""
     return [
-        float(think_format_ok(_with_prefill(p, c)))
+        float(think_format_ok(with_prefill(p, c)))
         for p, c in zip(_prompts(prompts, completions), completions)
     ]
 
 
 def tag_count_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
     """Partial format credit: 0.25 per tag present exactly once; 0.0 to 1.0."""
-    return [tag_count_score(_with_prefill(p, c)) for p, c in zip(_prompts(prompts, completions), completions)]
+    return [tag_count_score(with_prefill(p, c)) for p, c in zip(_prompts(prompts, completions), completions)]
 
 
 def _prompts(prompts: list[str], completions: list[str]) -> list[str]:

@@ -27,7 +27,8 @@ from typing import Any
 
 from thinkrl.rewards import stats
 from thinkrl.rewards.extract import extract_boxed, extract_gsm8k
-from thinkrl.rewards.workers import BoundedPool, Zygote
+from thinkrl.rewards.pool import BoundedPool
+from thinkrl.rewards.workers import Zygote
 
 __all__ = [
     "answers_equivalent",

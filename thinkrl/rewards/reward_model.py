@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrl.rewards.extract import as_text, extract_answer_tag
-from thinkrl.rewards.format import _with_prefill
+from thinkrl.rewards.format import with_prefill
 from thinkrl.rewards.routing import is_model_route, route_key
 
 SCORE_ON = ("answer", "response")
@@ -51,7 +51,7 @@ def final_answer(completion: Any, prompt: Any = "") -> str:
     >>> final_answer("<think>unfinished"), final_answer("no tags at all"), final_answer("a</think>b", "Q <think>")
     ('', 'no tags at all', 'b')
     """
-    text = _with_prefill(prompt, completion)
+    text = with_prefill(prompt, completion)
     tag = extract_answer_tag(text)
     if tag is not None:
         return tag
@@ -181,7 +181,7 @@ class RewardModelReward:
                 f"route={route!r}; use 'reward_model' or 'reward_model:TAG' (the verifier value that `routed` "
                 "leaves to reward models)"
             )
-        from thinkrl.train.setup import resolve_device
+        from thinkrl.core import resolve_device
 
         self.device = str(resolve_device(device))
         self.model, self.tokenizer = load_reward_model(path, dtype, self.device, trust_remote_code)

@@ -35,11 +35,12 @@ from thinkrl.rewards.code import code_partial_reward, code_reward
 from thinkrl.rewards.code_tests import TestsFormatError
 from thinkrl.rewards.math_grader import warm_up
 from thinkrl.rewards.named import NamedReward
+from thinkrl.rewards.pool import BoundedPool
 from thinkrl.rewards.registry import build_reward_funcs, get_reward
 from thinkrl.rewards.routing import routed_reward
 from thinkrl.rewards.sandbox import SandboxError, SandboxUnavailable
 from thinkrl.rewards.settings import ON_TIMEOUT, default_grading, sandbox_for, validate_grading
-from thinkrl.rewards.workers import BoundedPool, Zygote
+from thinkrl.rewards.workers import Zygote
 
 __all__ = ["RewardResult", "RewardScorer", "get_reward"]
 

@@ -1,12 +1,13 @@
 """The collector: prompts -> environment + engine -> rewards -> DAPO filtering -> :class:`Trajectories`.
 
     prompts = Prompts(rows, SingleTurn(tokenizer, cfg.data.template), tokenizer, seed=cfg.train.seed)
-    collector = Collector(cfg, prompts, engine, funcs, weights, tokenizer, parallel)
+    collector = Collector(cfg, prompts, engine, RewardScorer(funcs, weights), tokenizer, parallel)
     trajectories, stats = collector.collect(step)
 
 One step draws ``prompts_per_step`` rows from a seeded shuffle (:class:`Prompts`, rendered once by the
 environment), samples G completions per prompt with the engine, lets the environment close each episode
-and scores every completion with the reward functions (:func:`score`, the one place rewards are computed).
+and scores every completion with the reward functions (:func:`score`, the one place rewards are computed,
+under the scorer's time bounds; its timeouts and errors per reward join the step's metrics).
 With DAPO's dynamic sampling (``algorithm.dynamic_sampling``) groups whose rewards are all equal are dropped
 and more prompts are sampled, for at most ``max_sampling_rounds`` rounds.
 
@@ -18,7 +19,7 @@ end takes its contiguous share of them, so the rows are in one process's order (
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -59,24 +60,22 @@ def reward_columns(rows: Sequence[dict[str, Any]], **extra: Sequence[Any]) -> di
 
 
 def score(
-    funcs: Sequence[Callable],
-    weights: Sequence[float] | None,
+    scorer: Any,
     prompts: Sequence[str],
     completions: Sequence[str],
     rows: Sequence[dict[str, Any]],
     **extra: Sequence[Any],
 ) -> Any:
-    """Score completions with reward callables ``(prompts, completions, **columns)``; every data column of
-    ``rows`` and each ``extra`` column reaches them by name. Returns ``thinkrl.rewards.RewardOutput``.
+    """Score completions with a ``thinkrl.rewards.RewardScorer`` (reward callables ``(prompts, completions,
+    **columns)`` under time bounds); every data column of ``rows`` and each ``extra`` column reaches them by
+    name. Returns ``thinkrl.rewards.RewardResult`` (totals, per-function scores, timeouts and errors).
 
+    >>> from thinkrl.rewards import RewardScorer, in_process
     >>> def one(prompts, completions, answer, **kw): return [float(c == a) for c, a in zip(completions, answer)]
-    >>> score([one], [1.0], ["q", "q"], ["1", "2"], [{"answer": "1"}] * 2).total.tolist()
+    >>> score(RewardScorer([in_process(one)]), ["q", "q"], ["1", "2"], [{"answer": "1"}] * 2).total.tolist()
     [1.0, 0.0]
     """
-    from thinkrl.rewards import compute_rewards
-
-    columns = reward_columns(rows, **extra)
-    return compute_rewards(list(funcs), weights, list(prompts), list(completions), **columns)
+    return scorer.score(list(prompts), list(completions), reward_columns(rows, **extra))
 
 
 class Prompts:
@@ -140,7 +139,7 @@ class Collector:
             ``mask_truncated``, ``train.seed``).
         prompts: the training rows, rendered by their environment (:class:`Prompts`).
         engine: a ``RolloutEngine``.
-        reward_funcs, reward_weights: the reward callables and their weights.
+        scorer: the rewards and their weights (``thinkrl.rewards.RewardScorer``).
         tokenizer: its pad id pads the completions.
         parallel: this rank's share of each round (:class:`Sharding`).
         policy_version: the learner step the engine's weights come from.
@@ -151,15 +150,15 @@ class Collector:
         cfg: Config,
         prompts: Prompts,
         engine: Any,
-        reward_funcs: Sequence[Callable],
-        reward_weights: Sequence[float],
+        scorer: Any,
         tokenizer: Any,
         parallel: Sharding,
         *,
         policy_version: int = 0,
     ):
         self.cfg, self.prompts, self.engine, self.parallel = cfg, prompts, engine, parallel
-        self.reward_funcs, self.reward_weights = list(reward_funcs), list(reward_weights)
+        self.scorer = scorer
+        self._reward_counts: dict[str, float] = {}  # timeouts/errors per reward, summed over a step's rounds
         self.pad_id = tokenizer.pad_token_id
         self.policy_version = policy_version
 
@@ -188,11 +187,27 @@ class Collector:
         """This rank's scored trajectories of learner step ``step`` and the collection's metrics; None when
         dynamic sampling kept nothing to train on (every group had zero spread: the step is skipped)."""
         timings = {} if timings is None else timings
+        self._reward_counts = {}
         if self.cfg.algorithm.dynamic_sampling:
-            return self._collect_dynamic(step, timings)
-        idx = self.prompts.next(self.cfg.rollout.prompts_per_step)  # the global order, the same on every rank
-        lo, hi = self.parallel.shard(len(idx))  # this rank's contiguous share of whole groups
-        return self.sample(idx[lo:hi], step, 0, lo, timings), {}
+            traj, stats = self._collect_dynamic(step, timings)
+        else:
+            idx = self.prompts.next(
+                self.cfg.rollout.prompts_per_step
+            )  # the global order, the same on every rank
+            lo, hi = self.parallel.shard(len(idx))  # this rank's contiguous share of whole groups
+            traj, stats = self.sample(idx[lo:hi], step, 0, lo, timings), {}
+        return traj, {**stats, **self._reward_metrics()}
+
+    def _reward_metrics(self) -> dict[str, float]:
+        """The step's reward timeouts and errors per function summed over ranks, and rank 0's seconds."""
+        counts = self._reward_counts
+        if self.parallel.world_size > 1:
+            every = self.parallel.gather_objects(counts)
+            counts = {
+                k: v if k.startswith("reward/seconds/") else sum(c.get(k, 0.0) for c in every)
+                for k, v in every[0].items()
+            }
+        return dict(counts)
 
     def _collect_dynamic(self, step: int, timings: dict[str, float]) -> tuple[Trajectories | None, dict]:
         """DAPO dynamic sampling: keep groups with reward spread, in the global order, until the batch is full."""
@@ -236,9 +251,11 @@ class Collector:
             rows = [self.prompts.rows[idx[j]] for j in groups]
             info = self._close_episodes(rows, rollout.texts)
             out = score(
-                self.reward_funcs, self.reward_weights, [self.prompts.texts[idx[j]] for j in groups], rollout.texts,
-                rows, finish_reason=rollout.finish_reasons, completion_length=rollout.lengths.tolist(), **info,
+                self.scorer, [self.prompts.texts[idx[j]] for j in groups], rollout.texts, rows,
+                finish_reason=rollout.finish_reasons, completion_length=rollout.lengths.tolist(), **info,
             )  # fmt: skip
+            for k, v in out.metrics().items():
+                self._reward_counts[k] = self._reward_counts.get(k, 0.0) + v
         return self._trajectories(rollout, rows, first_group, out)
 
     def _close_episodes(self, rows: list[dict[str, Any]], texts: list[str]) -> dict[str, list[Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from thinkrl.algorithms import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
 from thinkrl.config import Config, ConfigError, check
 from thinkrl.data.templates import check_template
-from thinkrl.rewards import check_reward_kwargs
+from thinkrl.rewards import check_reward_kwargs, validate_grading
 from thinkrl.rollout import ENGINES
 
 
@@ -37,6 +37,7 @@ def check_config(cfg: Config) -> Config:
             check_reward_kwargs(spec.name, spec.kwargs)
         except ValueError as e:
             raise ConfigError(f"rewards[{i}]: {e}") from None
+    validate_grading(cfg.grading)
     for field_name, template in (("data.template", cfg.data.template), ("eval.template", cfg.eval.template)):
         if template is None:
             continue

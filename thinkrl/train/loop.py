@@ -1,8 +1,8 @@
 """The outer loop both trainers share (GRPO and SFT): step, evaluate, log, checkpoint, resume.
 
 A trainer subclasses :class:`TrainingLoop` and provides ``train_step()`` (one optimizer-update round, returns
-its metrics), the attributes below, and, when it needs them, the hooks ``before_loop``, ``after_step`` and
-``postfix``. Checkpoints are written and read through the parallel edge (``thinkrl.train.parallel``), so one
+its metrics), the attributes below, and, when it needs them, the hooks ``before_loop``, ``after_step``,
+``postfix`` and ``after_loop``. Checkpoints are written and read through the parallel edge (``thinkrl.train.parallel``), so one
 process, data parallelism and FSDP share this code too.
 """
 
@@ -54,6 +54,9 @@ class TrainingLoop:
     # ----------------------------------------------------------------------------------------------- hooks
     def before_loop(self) -> None:
         """Called once, before the first step of this call to :meth:`train`."""
+
+    def after_loop(self) -> None:
+        """Called once, after the last step of this call to :meth:`train` (release workers and the like)."""
 
     def after_step(self, last: bool) -> dict[str, float]:
         """Metrics to add to the step's record (e.g. an evaluation); ``last``: the final step."""
@@ -107,6 +110,7 @@ class TrainingLoop:
                 self.save()
         if progress is not None:
             progress.close()
+        self.after_loop()
         self.logger.close()
         self.parallel.barrier()  # no rank returns (or exits) before rank 0 has written the last checkpoint
         return history

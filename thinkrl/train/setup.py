@@ -10,9 +10,9 @@ import torch
 
 from thinkrl.config import Config, ModelConfig
 from thinkrl.core import disable_dropout, load_model_and_tokenizer
-from thinkrl.core import resolve_device as resolve_device  # its old home; thinkrl.core is the new one
 from thinkrl.core.lora import apply_lora
 from thinkrl.data.datasets import load_prompts
+from thinkrl.rewards import build_reward_funcs
 
 
 def load_policy(m: ModelConfig) -> tuple[torch.nn.Module, Any]:
@@ -46,31 +46,6 @@ def prepare_policy(
     return model.train()
 
 
-def build_reward_funcs(cfg: Config) -> tuple[list[Callable], list[float]]:
-    """``cfg.rewards`` as (functions, weights); rewards with ``kwargs`` (a reward model) are built here, once.
-
-    ConfigError names the entry for a bad name, bad kwargs, a reward model that cannot be loaded, or two
-    rewards logged under one name (their metrics would overwrite each other).
-    """
-    from thinkrl.config import ConfigError
-    from thinkrl.rewards import build_reward
-
-    names = [spec.kwargs.get("name", spec.name) for spec in cfg.rewards]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConfigError(
-            f"rewards: {', '.join(twice)} listed more than once; merge the entries, or give reward models "
-            "distinct kwargs.name"
-        )
-    funcs = []
-    for i, spec in enumerate(cfg.rewards):
-        try:
-            funcs.append(build_reward(spec.name, spec.kwargs))
-        except ValueError as e:
-            raise ConfigError(f"rewards[{i}] ({spec.name}): {e}") from None
-    return funcs, [spec.weight for spec in cfg.rewards]
-
-
 def reward_pairs(
     cfg: Config, given: Sequence[Callable | tuple[Callable, float]] | None = None
 ) -> tuple[list[Callable], list[float]]:
@@ -81,7 +56,7 @@ def reward_pairs(
     [1.0, 0.5]
     """
     if given is None:
-        return build_reward_funcs(cfg)
+        return build_reward_funcs(cfg.rewards, cfg.grading)
     pairs = [f if isinstance(f, tuple) else (f, 1.0) for f in given]
     return [f for f, _ in pairs], [float(w) for _, w in pairs]
 

@@ -30,7 +30,8 @@ import torch
 from thinkrl.config import Config
 from thinkrl.core import resolve_device, seed_everything, timed
 from thinkrl.core.lora import is_lora
-from thinkrl.rewards import reward_name
+from thinkrl.eval.files import write_json
+from thinkrl.rewards import RewardScorer
 from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, SingleTurn, build_engine
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.checks import check_config
@@ -75,6 +76,8 @@ class GRPOTrainer(TrainingLoop):
     ):
         self.cfg = check_config(cfg)
         t, d = cfg.train, cfg.data
+        # the scorer forks its reward workers now, before this process starts threads or touches a GPU
+        self.scorer = RewardScorer(*reward_pairs(cfg, reward_funcs), cfg.grading)
         self.parallel = build_parallel(cfg)  # before anything loads: a bad world size fails on every rank
         seed_everything(t.seed)  # the same seed on every rank: data order and sampling seeds are global
         if t.num_threads:
@@ -90,8 +93,7 @@ class GRPOTrainer(TrainingLoop):
         reference = frozen_copy(self.model) if cfg.algorithm.beta > 0 and not is_lora(self.model) else None
         self.model, self.reference = self.parallel.wrap(self.model, reference)
 
-        self.reward_funcs, self.reward_weights = reward_pairs(cfg, reward_funcs)
-        names = [reward_name(f) for f in self.reward_funcs]
+        names = [f.name for f in self.scorer.funcs]
         self.accuracy_name = next((n for n in CORRECTNESS_REWARDS if n in names), None)
         self.train_rows, self.eval_rows = load_rows(cfg, train_rows, eval_rows)
         prompts = Prompts(
@@ -101,9 +103,7 @@ class GRPOTrainer(TrainingLoop):
         if engine is None:
             engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
         self.engine = self.parallel.wrap_engine(engine, self.model)
-        self.collector = Collector(
-            cfg, prompts, self.engine, self.reward_funcs, self.reward_weights, tokenizer, self.parallel
-        )
+        self.collector = Collector(cfg, prompts, self.engine, self.scorer, tokenizer, self.parallel)
         # only what trains (all weights, or LoRA adapters) gets optimizer state and gradient all-reduces
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], t)
         a = cfg.algorithm
@@ -113,6 +113,12 @@ class GRPOTrainer(TrainingLoop):
         self.run_dir = Path(t.output_dir)
         self.start_run()
         self.collector.policy_version = self.step
+        # the isolation code rewards run under: said once, kept with the run, and in every step's metrics
+        isolation = self.scorer.isolation()
+        self.isolation_metrics = dict(isolation.get("metrics", {}))
+        if self.parallel.is_main:
+            print(f"[thinkrl] {isolation['summary']}", flush=True)
+            write_json(self.run_dir / "isolation.json", isolation)
 
     # ------------------------------------------------------------------------------------------- the step
     def train_step(self) -> dict[str, float]:
@@ -141,6 +147,7 @@ class GRPOTrainer(TrainingLoop):
         self.learner.refresh_reference(self.step)
         lr = self.scheduler.get_last_lr()[0]
         metrics.update(step_metrics(view, update, timings, start, lr, self.accuracy_name))
+        metrics.update(self.isolation_metrics)
         return metrics
 
     # ------------------------------------------------------------------------------------ the loop's hooks
@@ -150,6 +157,9 @@ class GRPOTrainer(TrainingLoop):
 
     def before_loop(self) -> None:
         self._maybe_eval(force=self.step == 0)
+
+    def after_loop(self) -> None:
+        self.scorer.close()  # the reward worker processes
 
     def after_step(self, last: bool) -> dict[str, float]:
         return self._maybe_eval(force=last)

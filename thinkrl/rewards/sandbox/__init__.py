@@ -29,7 +29,6 @@ counted so that the caller can warn at every step. :func:`isolation` says what i
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -38,69 +37,19 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from thinkrl.rewards.sandbox.view import interpreter_view, view_ops
+from thinkrl.rewards.sandbox.command import ENV, build_command, limits_dict
+from thinkrl.rewards.sandbox.limits import Backend, SandboxError, SandboxLimits, SandboxResult
 
 BACKENDS = ("auto", "namespaces", "bubblewrap")
-_HERE = Path(__file__).resolve().parent
-_SETUP = (_HERE / "_setup.py").read_text()
-_BOOT = (_HERE / "_boot.py").read_text()
 _UID_BASE = 1_500_000_000  # far above any real account; root gives every run its own uid from here
 _RUN_COUNTER = itertools.count()
-_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
 _SETUP_FAILED = 125
 
 
 class SandboxUnavailable(RuntimeError):
     """No isolating backend works here and unisolated runs were not allowed; the message names the fixes."""
-
-
-class SandboxError(RuntimeError):
-    """The sandbox itself failed to start a run (not the program's fault)."""
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits of one sandboxed run."""
-
-    wall_s: float = 10.0
-    """Wall-clock seconds before the whole run is killed."""
-    cpu_s: int = 5
-    """CPU seconds per process (RLIMIT_CPU)."""
-    memory_mb: int = 512
-    """Address space per process (RLIMIT_AS)."""
-    file_mb: int = 16
-    """Largest file any process may write, stdout and stderr included (RLIMIT_FSIZE)."""
-    disk_mb: int = 64
-    """Size of the run's private /tmp (a tmpfs); all files together."""
-    nproc: int = 16
-    """Processes the run may have (RLIMIT_NPROC, counted in the run's own uid or user namespace). Memory is
-    limited per process, so ``nproc * memory_mb`` bounds a run's memory."""
-    output_bytes: int = 1 << 20
-    """stdout/stderr/results bytes read back."""
-
-
-@dataclass
-class SandboxResult:
-    """What one run did."""
-
-    returncode: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool
-    seconds: float
-    results: list[str] = field(default_factory=list)
-    """Lines the run wrote on its results channel (function-call tests); see ``_boot.py``."""
-
-
-@dataclass(frozen=True)
-class _Backend:
-    name: str  # namespaces | bubblewrap | unisolated
-    interpreter: str
-    userns: bool = False
-    bwrap: str | None = None
 
 
 def _bwrap_path() -> str | None:
@@ -129,24 +78,24 @@ class Sandbox:
             raise ValueError(f"sandbox backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.backend = backend
         self.allow_unisolated = allow_unisolated
-        self._chosen: _Backend | None = None
+        self._chosen: Backend | None = None
         self._refusal: str | None = None
         self._tried: list[str] = []
         self._lock = threading.Lock()
         self.unisolated_runs = 0
         """Runs made without isolation (only with ``allow_unisolated``); the caller warns when it grows."""
 
-    def _candidates(self) -> list[_Backend]:
-        cands: list[_Backend] = []
+    def _candidates(self) -> list[Backend]:
+        cands: list[Backend] = []
         root = os.geteuid() == 0
         if self.backend in ("auto", "namespaces"):
-            cands += [_Backend("namespaces", i, userns=not root) for i in _interpreters()]
+            cands += [Backend("namespaces", i, userns=not root) for i in _interpreters()]
         bwrap = _bwrap_path()
         if self.backend in ("auto", "bubblewrap") and bwrap:
-            cands += [_Backend("bubblewrap", i, bwrap=bwrap) for i in _interpreters()]
+            cands += [Backend("bubblewrap", i, bwrap=bwrap) for i in _interpreters()]
         return cands
 
-    def chosen(self) -> _Backend:
+    def chosen(self) -> Backend:
         """The backend in force; SandboxUnavailable if none works and unisolated runs are not allowed."""
         with self._lock:
             if self._chosen is None and self._refusal is None:
@@ -158,7 +107,7 @@ class Sandbox:
                     self._tried.append(f"{cand.name} ({cand.interpreter}): {why}")
                 if self._chosen is None:
                     if self.allow_unisolated:
-                        self._chosen = _Backend("unisolated", _interpreters()[0])
+                        self._chosen = Backend("unisolated", _interpreters()[0])
                     else:
                         self._refusal = _refusal_message(self.backend, self._tried)
             if self._refusal is not None:
@@ -206,7 +155,7 @@ class Sandbox:
         return rep
 
 
-def _identity(b: _Backend) -> str:
+def _identity(b: Backend) -> str:
     if b.name == "unisolated":
         return "the trainer's own uid"
     if b.name == "bubblewrap" and os.geteuid() == 0:
@@ -246,7 +195,7 @@ def isolation(sandbox: Sandbox | None = None) -> dict[str, object]:
     return (sandbox or default_sandbox()).report()
 
 
-def _probe(b: _Backend) -> str | None:
+def _probe(b: Backend) -> str | None:
     """None if ``b`` runs a program with the view it promises; else why not."""
     src = (
         "import os, socket\nprint(6 * 7)\n"
@@ -284,7 +233,7 @@ def run_python(
 
 
 def _run(
-    b: _Backend, source: str, stdin: str, limits: SandboxLimits, calls: list[str] | None
+    b: Backend, source: str, stdin: str, limits: SandboxLimits, calls: list[str] | None
 ) -> SandboxResult:
     root = os.geteuid() == 0
     uid = _UID_BASE + (os.getpid() % 100_000) * 1000 + next(_RUN_COUNTER) % 1000 if root else os.getuid()
@@ -309,15 +258,15 @@ def _run(
         ):
             r, w = os.pipe()
             boot = {
-                "limits": _limits_dict(limits, b),
+                "limits": limits_dict(limits, b),
                 "pid_fd": w,
                 "result_fd": fres.fileno(),
                 "calls": calls,
             }
             try:
-                argv, fds, cwd = _command(b, boot, base, main, uid, gid, limits)
+                argv, fds, cwd = build_command(b, boot, base, main, uid, gid, limits)
                 proc = subprocess.Popen(
-                    argv, cwd=cwd, env=_ENV, stdin=fin, stdout=fout, stderr=ferr,
+                    argv, cwd=cwd, env=ENV, stdin=fin, stdout=fout, stderr=ferr,
                     pass_fds=(w, fres.fileno(), *fds), start_new_session=True,
                 )  # fmt: skip
             finally:
@@ -354,79 +303,6 @@ def _run(
             _kill(proc.pid)
             proc.wait()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _limits_dict(limits: SandboxLimits, b: _Backend) -> dict:
-    # Unisolated, RLIMIT_NPROC would count every process of the trainer's uid: it is left unset there.
-    return {
-        "cpu_s": limits.cpu_s,
-        "memory_mb": limits.memory_mb,
-        "file_mb": limits.file_mb,
-        "nproc": limits.nproc if b.name != "unisolated" else 0,
-    }
-
-
-def _command(
-    b: _Backend, boot: dict, base: str, main: str, uid: int, gid: int, limits: SandboxLimits
-) -> tuple[list[str], tuple[int, ...], str]:
-    """(argv, extra fds to pass, cwd) of one run on backend ``b``."""
-    inner = [b.interpreter, "-I", "-S", "-X", "utf8", "-c", _BOOT]
-    disk = max(limits.disk_mb, 1) << 20
-    if b.name == "namespaces":
-        cfg = {
-            "uid": uid, "gid": gid, "userns": b.userns, "root": os.path.join(base, "root"),
-            "ops": view_ops(interpreter_view(b.interpreter)), "files": {"main.py": main}, "disk_bytes": disk,
-            "argv": [*inner, json.dumps(boot)], "env": _ENV,
-        }  # fmt: skip
-        return [b.interpreter, "-I", "-S", "-c", _SETUP, json.dumps(cfg)], (), base
-    if b.name == "bubblewrap":
-        assert b.bwrap is not None
-        fd = os.open(main, os.O_RDONLY)
-        boot = {**boot, "pid_fd": None}  # pids inside bubblewrap's namespace mean nothing to us
-        return (
-            [b.bwrap, *_bwrap_args(interpreter_view(b.interpreter), fd, disk), *inner, json.dumps(boot)],
-            (fd,),
-            base,
-        )
-    work = os.path.join(base, "work")
-    return [*inner, json.dumps(boot)], (), work
-
-
-def _bwrap_args(view, main_fd: int, disk: int) -> list[str]:
-    args = [
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--hostname",
-        "sandbox",
-    ]
-    for op in view_ops(view):
-        if op[0] == "dir":
-            args += ["--dir", op[1]]
-        elif op[0] == "symlink":
-            args += ["--symlink", op[2], op[1]]
-        elif op[0] == "bind":
-            args += ["--ro-bind", op[1], op[1]]
-        elif op[0] == "cover":
-            args += ["--tmpfs", op[1], "--remount-ro", op[1]]
-    args += ["--dev-bind", "/dev/null", "/dev/null", "--dev-bind", "/dev/urandom", "/dev/urandom"]
-    args += [
-        "--size",
-        str(disk),
-        "--perms",
-        "0700",
-        "--tmpfs",
-        "/tmp",
-        "--file",
-        str(main_fd),
-        "/tmp/main.py",
-    ]
-    args += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
-    for k, v in _ENV.items():
-        args += ["--setenv", k, v]
-    return [*args, "--"]
 
 
 def _kill(pid: int) -> None:
