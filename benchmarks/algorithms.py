@@ -134,12 +134,12 @@ def check_variant(name: str, args: argparse.Namespace) -> str | None:
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     """One training run; returns its record (variant, seed, wall time, the metrics of every logged step)."""
     import torch
+    from thinkrl.demo.task import split_rows
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from thinkrl.config import load_config
     from thinkrl.demo import DEMO_BASE_PATH
     from thinkrl.demo.run import DEMO_CONFIG
-    from thinkrl.demo.task import split_rows
     from thinkrl.train import GRPOTrainer
     from thinkrl.train.setup import build_reward_funcs
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from thinkrl.rollout.sampling import truncate_probs
 
 from thinkrl.algorithms import (
     IS_CORRECTIONS,
@@ -15,6 +14,7 @@ from thinkrl.algorithms import (
     truncated_is_weights,
     truncated_token_logprobs,
 )
+from thinkrl.rollout.token_draw import truncate_probs
 
 
 def _batch(seed, n=6, t=7, spread=0.5):
@@ -199,7 +199,7 @@ def test_truncated_logprobs_match_brute_force(temperature, top_k, top_p):
 
 
 def test_truncated_logprobs_agree_with_the_sampler_truncation():
-    # thinkrl.rollout.sampling.truncate_probs is what the built-in engine samples from: its renormalised
+    # thinkrl.rollout.token_draw.truncate_probs is what the built-in engine samples from: its renormalised
     # probability of each kept token must be exp of ours
     gen = torch.Generator().manual_seed(8)
     logits = torch.randn(16, 40, generator=gen) * 3

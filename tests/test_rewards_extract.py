@@ -34,7 +34,7 @@ MODULES = [
     "registry",
     "settings",
     "stats",
-    "workers",
+    "pool",
     "scorer",
     "sandbox",
     "__init__",

@@ -9,7 +9,7 @@ import torch
 from conftest import DIGITS, copy_digit, make_cfg, make_trainer, params
 from transformers import AutoModelForCausalLM
 
-from thinkrl.rewards import RewardError
+from thinkrl.rewards import RewardError, in_process
 from thinkrl.testing import char_tokenizer, tiny_model
 from thinkrl.train import GRPOTrainer
 from thinkrl.train.checkpoint import latest_checkpoint
@@ -314,7 +314,8 @@ def test_rewards_receive_every_data_column(tmp_path):
         seen.append(columns)
         return [0.0] * len(completions)
 
-    make_trainer(tmp_path, "train.steps=1", rewards=(record,)).train()
+    # in_process: a reward in a worker process (the default for your own functions) could not append to `seen`
+    make_trainer(tmp_path, "train.steps=1", rewards=(in_process(record),)).train()
     cols = seen[0]
     assert cols["question"] == cols["answer"]  # DIGITS: question == answer, one per completion
     assert {"finish_reason", "completion_length"} <= set(cols)

@@ -1,6 +1,6 @@
 """DAPO's dynamic-sampling filter: which groups carry no learning signal.
 
-(Token sampling lives in ``thinkrl.rollout.sampling``; importance weights between sampler and trainer in
+(Token sampling lives in ``thinkrl.rollout.token_draw``; importance weights between sampler and trainer in
 ``offpolicy``.)
 """
 

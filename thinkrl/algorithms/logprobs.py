@@ -88,7 +88,7 @@ def truncated_token_logprobs(
     left, renormalised. Also returns ``in_support`` (N, T) bool: False where the token fell outside this
     truncation (a float boundary case; its log-prob is then taken over the support plus the token itself).
 
-    The truncation is thinkrl's sampler's (``rollout.sampling.truncate_probs``, the vLLM/HF order): keep the
+    The truncation is thinkrl's sampler's (``rollout.token_draw.truncate_probs``, the vLLM/HF order): keep the
     k most likely tokens (ties by token id), then drop a token once the kept mass strictly before it reaches
     ``top_p`` of the kept total. Engines that return log-probs of the truncated distribution (vLLM
     ``logprobs_mode="processed_logprobs"``) must be compared with these, not with ``token_logprobs``: the

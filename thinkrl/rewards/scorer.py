@@ -124,21 +124,22 @@ class RewardScorer:
         self._custom = [i for i, f in enumerate(self.funcs) if not f.in_process]
         self._pool: BoundedPool | None = None
         if self._custom:
-            funcs_ = self.funcs
-
-            def handler(task: tuple) -> list[float | None]:
-                i, prompts, completions, columns = task
-                return _checked_scores(
-                    funcs_[i], len(completions), funcs_[i](prompts, completions, **columns)
-                )
-
-            self._pool = BoundedPool(Zygote.fork(handler), workers=self.grading.workers, min_budget_s=1.0)
+            self._pool = self._fork_pool()
         self._sandbox = sandbox_for(self.grading)
         for f in self.funcs:
             if f.fn in (code_reward, code_partial_reward):
                 f.bound.get("code_sandbox", self._sandbox).chosen()  # refuse now, not at the first code row
             if f.fn in (accuracy_reward, routed_reward):
                 warm_up(self.grading.workers)  # math-verify imports in the background meanwhile
+
+    def _fork_pool(self) -> BoundedPool:
+        funcs = self.funcs
+
+        def handler(task: tuple) -> list[float | None]:
+            i, prompts, completions, columns = task
+            return _checked_scores(funcs[i], len(completions), funcs[i](prompts, completions, **columns))
+
+        return BoundedPool(Zygote.fork(handler), workers=self.grading.workers, min_budget_s=1.0)
 
     def isolation(self) -> dict[str, Any]:
         """The sandbox in force for code rewards (:meth:`thinkrl.rewards.sandbox.Sandbox.report`): print its
@@ -224,7 +225,8 @@ class RewardScorer:
         timeouts: dict[str, int],
         errors: dict[str, int],
     ) -> None:
-        assert self._pool is not None
+        if self._pool is None:  # used again after close(): fork the workers anew
+            self._pool = self._fork_pool()
         n, g = len(completions), self.grading
         size = g.rows_per_call or n
         spans = [(s, min(n, s + size)) for s in range(0, n, size)]
@@ -245,7 +247,7 @@ class RewardScorer:
                 continue
             if out.kind == "error" and g.on_error == "raise":
                 raise RewardError(
-                    f"reward function {name!r} raised on rows {s}..{e - 1} {out.value} (set grading.on_error=zero "
+                    f"reward function {name!r} raised {out.value} on rows {s}..{e - 1} (set grading.on_error=zero "
                     "to score such rows 0 and count them instead)"
                 )
             bucket = timeouts if out.kind == "timeout" else errors
@@ -253,7 +255,7 @@ class RewardScorer:
             scores[i][s:e] = [fallback if out.kind in ("timeout", "crash") else on_error] * (e - s)
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the worker processes (a later :meth:`score` forks new ones)."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None

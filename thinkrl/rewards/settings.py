@@ -7,7 +7,7 @@ The fields themselves are documented where they are defined, in ``thinkrl.config
 >>> validate_grading(GradingConfig(on_timeout="skip"))
 Traceback (most recent call last):
 ...
-thinkrl.config.ConfigError: grading.on_timeout='skip'; valid: zero, none
+thinkrl.config.loading.ConfigError: grading.on_timeout='skip'; valid: zero, none
 """
 
 from __future__ import annotations
