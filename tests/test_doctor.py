@@ -156,3 +156,9 @@ def test_doctor_cli(tmp_path, capsys):
     assert main(["doctor", str(run), "--strict"]) == 0
     assert main(["doctor", str(FIXTURE)]) == 0
     assert "No problems found" in capsys.readouterr().out
+    # mistakes: no run there; a corrupt line in the middle of the metrics
+    assert main(["doctor", str(tmp_path / "nope")]) == 2
+    assert "a thinkrl run directory?" in capsys.readouterr().err
+    (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2,\n{"step": 3}\n')
+    assert main(["doctor", str(run)]) == 2
+    assert "metrics.jsonl:2: not valid JSON" in capsys.readouterr().err

@@ -155,3 +155,5 @@ def test_estimate_cli(tiny_run, capsys):
     demo_yaml = Path(thinkrl.__file__).parent / "demo" / "demo.yaml"
     assert main(["estimate", str(demo_yaml), "--completion-tokens", "110"]) == 0
     assert "model demo: 1.06M matmul parameters" in capsys.readouterr().out
+    assert main(["estimate", "model.path=no/such/model", "--utilisation", "2"]) == 2
+    assert "cannot find the shape of model.path='no/such/model'" in capsys.readouterr().err

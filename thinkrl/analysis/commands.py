@@ -6,20 +6,35 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def _error(e: Exception) -> int:
+    print(f"thinkrl: error: {e}", file=sys.stderr)
+    return 2
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from thinkrl.analysis.doctor import diagnose, format_findings, run_doctor_config
-    from thinkrl.analysis.jsonl import read_metrics
+    from thinkrl.analysis.jsonl import RunFileError, read_metrics
 
-    records = read_metrics(args.run_dir)
+    try:
+        records = read_metrics(args.run_dir)
+    except (FileNotFoundError, RunFileError) as e:
+        return _error(e)
     episodes = diagnose(records, run_doctor_config(args.run_dir))
     print(format_findings(episodes, len(records)))
     return 1 if episodes and args.strict else 0
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from thinkrl.analysis.estimate import format_estimate, format_r1_zero, load_shape, workload_from_config
+    from thinkrl.analysis.estimate import (
+        EstimateError,
+        format_estimate,
+        format_r1_zero,
+        load_shape,
+        workload_from_config,
+    )
 
     if args.r1_zero:
         print(format_r1_zero(args.completion_tokens or 8000, args.prompt_tokens or 256))
@@ -30,10 +45,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if path is not None and "=" in path:  # `thinkrl estimate a=b` starts from the defaults
         path, overrides = None, [path, *overrides]
     cfg = load_config(path, overrides)
-    shape = load_shape(cfg.model.path, args.model_config)
-    w = workload_from_config(cfg, prompt_tokens=args.prompt_tokens, completion_tokens=args.completion_tokens,
-                             eval_problems=args.eval_problems)  # fmt: skip
-    print(format_estimate(shape, w, args.gpu, args.utilisation))
+    try:
+        shape = load_shape(cfg.model.path, args.model_config)
+        w = workload_from_config(cfg, prompt_tokens=args.prompt_tokens, completion_tokens=args.completion_tokens,
+                                 eval_problems=args.eval_problems)  # fmt: skip
+        print(format_estimate(shape, w, args.gpu, args.utilisation))
+    except EstimateError as e:
+        return _error(e)
     return 0
 
 
