@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ class MetricStream:
         self.rows.append(dict(metrics))
         return len(self.rows) - 1
 
+    def index(self, step: int) -> int:
+        """The record index of ``step``."""
+        return self._index[step]
+
     def values(self, key: str, lo: int, hi: int) -> list[float]:
         """Finite values of ``key`` in records ``lo..hi`` (inclusive)."""
         out = []
@@ -69,11 +74,15 @@ class MetricStream:
 
     def start(self, key: str, i: int) -> float | None:
         """Mean of the first ``window`` values of ``key``: the run's start. None until there are ``2 * window``
-        values up to ``i``, so a recent window never overlaps the start."""
-        vals = self.values(key, 0, i)
-        if len(vals) < 2 * self.window:
-            return None
-        return sum(vals[: self.window]) / self.window
+        values up to ``i``, so a recent window never overlaps the start. Reads only the first rows needed."""
+        vals: list[float] = []
+        for r in islice(self.rows, i + 1):
+            v = r.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                vals.append(float(v))
+                if len(vals) == 2 * self.window:
+                    return sum(vals[: self.window]) / self.window
+        return None
 
 
 Check = Callable[[MetricStream, int, DoctorConfig], "str | None"]
@@ -117,7 +126,8 @@ def _above(key: str, field: str) -> Check:
 
 
 def _accuracy_key(s: MetricStream, i: int) -> str:
-    return "accuracy" if s.values("accuracy", 0, i) else "reward/mean"
+    """``accuracy`` when the run logs it (a reward named accuracy, exact_match, ...), else the mean reward."""
+    return "accuracy" if "accuracy" in s.rows[i] else "reward/mean"
 
 
 def length_runaway(s: MetricStream, i: int, cfg: DoctorConfig) -> str | None:
@@ -159,10 +169,14 @@ def logprob_mismatch(s: MetricStream, i: int, cfg: DoctorConfig) -> str | None:
 def reward_hacking(s: MetricStream, i: int, cfg: DoctorConfig) -> str | None:
     """Held-out pass@1 fell from its best while the training reward rose; or format saturated while
     accuracy stayed flat."""
-    evals = [
-        (j, s.rows[j][EVAL_PASS]) for j in range(i + 1) if isinstance(s.rows[j].get(EVAL_PASS), (int, float))
-    ]
-    if len(evals) >= 2 and evals[-1][0] == i:
+    evals = []
+    if isinstance(s.rows[i].get(EVAL_PASS), (int, float)):  # only at an evaluation step: the rest is cheap
+        evals = [
+            (j, r[EVAL_PASS])
+            for j, r in enumerate(islice(s.rows, i + 1))
+            if isinstance(r.get(EVAL_PASS), (int, float))
+        ]
+    if len(evals) >= 2:
         best_j, best = max(evals[:-1], key=lambda e: e[1])
         now = evals[-1][1]
         hi = s.rows[i].get("eval/pass@1_ci95_hi")
@@ -335,13 +349,10 @@ class Doctor:
                     self.episodes.append(ep)
                     lines.append(warning_line(step, d, seen))
                 ep.end, ep.last = step, seen
-            elif ep is not None and self._quiet_steps(ep, step) >= self.cfg.window:
-                ep.open = False
+            elif ep is not None and i - self.stream.index(ep.end) >= self.cfg.window:
+                ep.open = False  # quiet for a whole window: the episode is over
                 del self._open[d.name]
         return lines
-
-    def _quiet_steps(self, ep: Episode, step: int) -> int:
-        return sum(1 for s in self.stream.steps if ep.end < s <= step)
 
 
 def _has_training_metrics(row: dict[str, Any]) -> bool:
