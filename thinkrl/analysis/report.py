@@ -104,7 +104,7 @@ def comparison_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]
 def format_comparison(summary: dict[str, Any]) -> str:
     """The before/after table as plain text, for the terminal."""
     headers, rows = comparison_rows(summary)
-    cells = [headers] + [[H.fmt(c) for c in r] for r in rows]
+    cells = [headers] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -169,7 +169,7 @@ def accuracy_note(
     ro, ev = cfg.get("rollout", {}), cfg.get("eval", {})
     t_train, p_train = ro.get("temperature", 1.0), ro.get("top_p", 1.0)
     t_eval, p_eval = ev.get("temperature", 0.6), ev.get("top_p", 0.95)
-    acc = [v for _, v in zip(*_series(records, "accuracy"))][-5:]
+    acc = _series(records, "accuracy")[1][-5:]
     after = list(stages.values())[-1].get("pass@1") if stages else None
     nums = ""
     if acc and after is not None:

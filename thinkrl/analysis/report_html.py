@@ -40,7 +40,7 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return "—"
-        if v == int(v) and abs(v) >= 1:
+        if v == int(v) and abs(v) >= 2:  # token and problem counts; shares (<= 1) keep their decimals
             return f"{v:,.0f}"
         return f"{v:.3g}" if abs(v) < 0.001 and v != 0 else f"{v:,.3f}" if abs(v) < 1e4 else f"{v:,.0f}"
     return str(v)
