@@ -150,7 +150,9 @@ def test_on_timeout_none_and_on_error_raise() -> None:
             0,
             0,
         ]
-        with pytest.raises(RewardError, match=r"'slow_reward' raised KeyError.* on rows 0\.\.1 .*on_error=zero"):
+        with pytest.raises(
+            RewardError, match=r"'slow_reward' raised KeyError.* on rows 0\.\.1 .*on_error=zero"
+        ):
             scorer.score(["q"] * 2, ["raise", "x"])
 
 

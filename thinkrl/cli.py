@@ -138,6 +138,10 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
 
     add_check_reward_command(sub)
 
+    from thinkrl.analysis.commands import add_analysis_commands
+
+    add_analysis_commands(sub)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()

@@ -53,6 +53,27 @@ def check_eval_sampling(s: EvalSampling, prefix: str = "") -> None:
     check(s.batch_size >= 1, f"{prefix}batch_size={s.batch_size} must be >= 1")
 
 
+def check_doctor_fields(cfg: Any) -> None:
+    """The completion-log and doctor fields (``log.completions_*``, ``doctor.*``)."""
+    lg, d = cfg.log, cfg.doctor
+    check(
+        lg.completions_every >= 0, f"log.completions_every={lg.completions_every} must be >= 0 (0 disables)"
+    )
+    check(lg.completions_per_step >= 0, "log.completions_per_step must be >= 0 (0 keeps every completion)")
+    check(lg.completions_max_mb > 0.01, f"log.completions_max_mb={lg.completions_max_mb} must be > 0.01")
+    check(d.window >= 1, f"doctor.window={d.window} must be >= 1")
+    for name in ("entropy_collapse_ratio", "length_collapse_ratio", "truncation_max", "zero_spread_max",
+                 "clip_fraction_max", "format_saturated", "reward_failure_max"):  # fmt: skip
+        v = getattr(d, name)
+        check(0 <= v <= 1, f"doctor.{name}={v} is a fraction; use a value in [0, 1]")
+    for name in ("entropy_explosion_ratio", "length_growth_max", "logprob_mismatch_growth"):
+        v = getattr(d, name)
+        check(v > 1, f"doctor.{name}={v} is a growth factor; use a value > 1")
+    for name in ("logprob_mismatch_max", "kl_max", "eval_drop", "min_accuracy_gain"):
+        v = getattr(d, name)
+        check(v > 0, f"doctor.{name}={v} must be > 0")
+
+
 def validate(cfg: Config) -> None:
     """Reject bad values and bad combinations at start, with a message naming the field and the fix.
 
@@ -134,3 +155,4 @@ def validate(cfg: Config) -> None:
         "rewards is empty; list at least one, e.g. rewards=[{name: accuracy, weight: 1.0}]",
     )
     check(cfg.data.max_prompt_tokens >= 1, "data.max_prompt_tokens must be >= 1")
+    check_doctor_fields(cfg)

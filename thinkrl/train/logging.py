@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from thinkrl.analysis.jsonl import read_jsonl
 from thinkrl.config import Config, LogConfig
 
 
@@ -19,13 +20,11 @@ class MetricsLogger:
     ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():  # on resume, drop lines from steps after the checkpoint: they will be redone
+        if self.path.exists():  # on resume, drop records of steps after the checkpoint (they will be redone)
             kept = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln and json.loads(ln).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+                r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step
+            ]  # a torn tail is dropped
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._tb = self._wandb = None
         if log_cfg.tensorboard:
             try:
@@ -67,11 +66,3 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl, in order."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a thinkrl run directory?")
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]

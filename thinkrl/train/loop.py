@@ -2,7 +2,7 @@
 
 A trainer subclasses :class:`TrainingLoop` and provides ``train_step()`` (one optimizer-update round, returns
 its metrics), the attributes below, and, when it needs them, the hooks ``before_loop``, ``after_step``,
-``postfix`` and ``after_loop``. Checkpoints are written and read through the parallel edge (``thinkrl.train.parallel``), so one
+``postfix``, ``after_log`` and ``after_loop``. Checkpoints are written and read through the parallel edge (``thinkrl.train.parallel``), so one
 process, data parallelism and FSDP share this code too.
 """
 
@@ -58,6 +58,9 @@ class TrainingLoop:
     def after_loop(self) -> None:
         """Called once, after the last step of this call to :meth:`train` (release workers and the like)."""
 
+    def after_log(self, step: int, metrics: dict[str, float]) -> None:
+        """Called with each record just written to the metrics log (every rank; only rank 0 writes it)."""
+
     def after_step(self, last: bool) -> dict[str, float]:
         """Metrics to add to the step's record (e.g. an evaluation); ``last``: the final step."""
         return {}
@@ -102,6 +105,7 @@ class TrainingLoop:
             metrics.update(self.after_step(last))
             if self.step % self.log_every == 0 or last:
                 self.logger.log(self.step, metrics)
+                self.after_log(self.step, metrics)
             history.append({"step": self.step, **metrics})
             if progress is not None:
                 progress.update(1)

@@ -20,6 +20,7 @@ reference is the base with adapters disabled (``thinkrl/core/lora.py``).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 
 import torch
 
+from thinkrl.analysis.completions import CompletionLog, completion_records
+from thinkrl.analysis.doctor import Doctor
 from thinkrl.config import Config
 from thinkrl.core import resolve_device, seed_everything, timed
 from thinkrl.core.lora import is_lora
@@ -113,6 +116,14 @@ class GRPOTrainer(TrainingLoop):
         self.run_dir = Path(t.output_dir)
         self.start_run()
         self.collector.policy_version = self.step
+        lg = cfg.log
+        self.completion_log = self.doctor = None
+        if self.parallel.is_main:
+            self.completion_log = CompletionLog(
+                self.run_dir, every=lg.completions_every, per_step=lg.completions_per_step,
+                max_bytes=int(lg.completions_max_mb * 2**20), resume_step=self.step, seed=t.seed,
+            )  # fmt: skip
+            self.doctor = Doctor(cfg.doctor) if cfg.doctor.enabled else None
         # the isolation code rewards run under: said once, kept with the run, and in every step's metrics
         isolation = self.scorer.isolation()
         self.isolation_metrics = dict(isolation.get("metrics", {}))
@@ -132,7 +143,9 @@ class GRPOTrainer(TrainingLoop):
             return {**metrics, "skipped": 1.0}
         # group-relative advantages, over every rank's rows
         view = step_view(traj, self.parallel)
-        batch = batch_from_trajectories(traj, self.learner.advantages(view), self.tokenizer.pad_token_id)
+        advantages = self.learner.advantages(view)
+        batch = batch_from_trajectories(traj, advantages, self.tokenizer.pad_token_id)
+        self.log_completions(traj, advantages)
         # log-probs of the sampled tokens under pi_old (skipped when on-policy) and pi_ref (skipped when beta=0)
         with timed(timings, "old_logp"):
             self.learner.score_old(batch)
@@ -150,6 +163,27 @@ class GRPOTrainer(TrainingLoop):
         metrics.update(self.isolation_metrics)
         return metrics
 
+    def log_completions(self, traj: Any, advantages: torch.Tensor) -> None:
+        """Write a sample of this step's completions to ``RUN/completions.jsonl`` (``log.completions_*``;
+        rank 0's rows under data parallelism)."""
+        step = self.step + 1  # the step these completions train
+        if self.completion_log is None or not self.completion_log.should_log(step):
+            return
+        decoded: dict[int, str] = {}  # the rows of a group share one prompt: decode it once
+        prompts = [
+            decoded.setdefault(id(ids), self.tokenizer.decode(ids, skip_special_tokens=True))
+            for ids in traj.prompt_ids
+        ]
+        self.completion_log.write(
+            step,
+            completion_records(
+                prompts=prompts, completions=traj.texts, rewards=traj.reward_parts, total=traj.rewards,
+                advantages=advantages, lengths=traj.lengths, finish_reasons=traj.finish_reasons,
+                group_ids=traj.group_ids, policy_version=traj.policy_version.tolist(),
+                answers=[r.get("answer") for r in traj.rows], accuracy_name=self.accuracy_name,
+            ),
+        )  # fmt: skip
+
     # ------------------------------------------------------------------------------------ the loop's hooks
     @property
     def total_steps(self) -> int:
@@ -160,6 +194,12 @@ class GRPOTrainer(TrainingLoop):
 
     def after_loop(self) -> None:
         self.scorer.close()  # the reward worker processes
+
+    def after_log(self, step: int, metrics: dict[str, float]) -> None:
+        """The run doctor reads every logged step; a check that starts firing prints one warning line."""
+        if self.doctor is not None:
+            for line in self.doctor.observe(step, metrics):
+                print(line, file=sys.stderr, flush=True)
 
     def after_step(self, last: bool) -> dict[str, float]:
         return self._maybe_eval(force=last)
