@@ -4,12 +4,17 @@ documented with why and the paper's default.
 Defaults are the DeepSeek-R1 paper's where it gives one (Nature 2025, supplementary "Training details of
 DeepSeek-R1-Zero": lr 3e-6, KL coefficient 0.001, temperature 1.0, 16 samples per question, 32 questions per
 step, the 512 samples split into 16 minibatches for one inner epoch, reference replaced every 400 steps).
+
+The reward and monitoring sections live in ``grading.py`` and ``monitoring.py`` (re-exported here).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from thinkrl.config.grading import GradingConfig, RewardSpec, SandboxConfig
+from thinkrl.config.monitoring import DoctorConfig, LogConfig
 
 
 @dataclass
@@ -113,58 +118,6 @@ class RolloutConfig:
     and wakes it before the weight push (no effect on CPU, where vLLM has no sleep mode)."""
     vllm_kwargs: dict[str, Any] = field(default_factory=dict)
     """vLLM only: extra keyword arguments for ``vllm.LLM`` (e.g. ``{max_num_seqs: 256}``); they override ours."""
-
-
-@dataclass
-class RewardSpec:
-    name: str = "accuracy"
-    """A name from ``thinkrl.rewards.REWARDS`` (e.g. accuracy, format, countdown, code, language_consistency)
-    or ``thinkrl.rewards.REWARD_FACTORIES`` (``reward_model``), or your own ``module:function`` (or
-    ``path/file.py:function``), which runs in worker processes under ``grading.timeout_s``."""
-    weight: float = 1.0
-    """Weight of this reward in the sum that forms each completion's reward."""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    """Arguments of a reward that is built, e.g. ``{path: /models/rm, score_on: answer}`` for ``reward_model``
-    (docs/rewards.md lists them); plain rewards take none and reject any."""
-
-
-@dataclass
-class SandboxConfig:
-    backend: str = "auto"
-    """Where code rewards run model-written programs: ``auto`` (Linux namespaces: directly as root, through
-    unprivileged user namespaces otherwise; else bubblewrap), ``namespaces`` or ``bubblewrap`` only."""
-    allow_unisolated: bool = False
-    """Run programs WITHOUT isolation when no backend works, instead of refusing at start. Only time, memory,
-    file-size limits and a stripped environment remain: the program can read the host's files and reach the
-    network. Warned about at every step and recorded; see docs/rewards.md."""
-    wall_s: float = 10.0
-    """Wall-clock seconds one program run may take; it is then killed with everything it started."""
-    memory_mb: int = 512
-    """Address space of each process of a program run (RLIMIT_AS)."""
-
-
-@dataclass
-class GradingConfig:
-    timeout_s: float = 60.0
-    """Wall-clock limit of one call of a custom reward function (a Python callable or ``module:function``) on
-    ``rows_per_call`` rows, in a worker process; past it the worker is killed and the rows score
-    ``on_timeout``. Built-in rewards carry their own limits (``math_timeout_s``, ``sandbox.wall_s``)."""
-    on_timeout: str = "zero"
-    """Score of a row whose custom reward timed out or whose worker died: ``zero`` or ``none`` (not
-    applicable: left out of that reward's mean). Counted in ``reward/timeouts/<name>`` either way."""
-    on_error: str = "raise"
-    """When a custom reward raises: ``raise`` (stop, naming the function and row), or score the rows
-    ``zero`` / ``none`` and count them in ``reward/errors/<name>``."""
-    rows_per_call: int = 8
-    """Rows per call of a custom reward (a hung call costs these rows); 0 = the whole batch in one call, for
-    functions that compare rows with each other."""
-    workers: int = 2
-    """Processes that grade at once: custom-reward workers, math-verify checks and sandboxed programs."""
-    math_timeout_s: float = 5.0
-    """Wall-clock limit of one math-verify check; a hung check scores 0 and costs this once, in parallel with
-    other hung checks (counted in ``reward/timeouts/<name>``)."""
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    """Isolation of code rewards."""
 
 
 @dataclass
@@ -320,70 +273,6 @@ class EvalConfig(EvalSampling):
 
 
 @dataclass
-class LogConfig:
-    progress: bool = True
-    """Progress bar on the console."""
-    tensorboard: bool = False
-    """Also write TensorBoard events (pip install thinkrl[tensorboard])."""
-    wandb: bool = False
-    """Also log to Weights & Biases (pip install thinkrl[wandb])."""
-    wandb_project: str = "thinkrl"
-    """W&B project name."""
-
-    completions_every: int = 1
-    """Write sampled completions (prompt, completion, reward per function, advantage, length, finish reason,
-    policy version) to ``RUN/completions.jsonl`` every N steps, so you can read what the model wrote at step N
-    (``thinkrl report`` shows them as a filterable table); 0 disables."""
-    completions_per_step: int = 64
-    """Completions kept per logged step, as whole groups drawn at random; 0 keeps all (P x G a step)."""
-    completions_max_mb: float = 200.0
-    """Bound on the completion log's size on disk (MiB): it rotates into ``completions.1.jsonl`` and drops the
-    oldest records beyond this."""
-
-
-@dataclass
-class DoctorConfig:
-    """Thresholds of the run doctor (``thinkrl/analysis/doctor.py``, ``thinkrl doctor RUN_DIR``): each check
-    compares the mean of the last ``window`` steps with a threshold (or with the mean of the first ``window``
-    steps, the run's start). docs/visibility.md lists the checks, their causes and fixes."""
-
-    enabled: bool = True
-    """Print a warning line when a check starts firing (once per episode, not every step)."""
-    window: int = 5
-    """Steps averaged before comparing (sampling noise); also how many quiet steps end an episode."""
-    entropy_collapse_ratio: float = 0.1
-    """Entropy collapse: policy entropy below this fraction of its value at the start."""
-    entropy_explosion_ratio: float = 3.0
-    """Entropy explosion: policy entropy above this multiple of its value at the start."""
-    length_growth_max: float = 4.0
-    """Length runaway: mean response length above this multiple of the start while accuracy has not risen by
-    ``min_accuracy_gain`` (growth with rising accuracy is R1-Zero's healthy signature)."""
-    length_collapse_ratio: float = 0.3
-    """Length collapse: mean response length below this fraction of the start."""
-    truncation_max: float = 0.2
-    """Truncation: share of completions cut at rollout.max_new_tokens above this."""
-    zero_spread_max: float = 0.5
-    """Share of groups whose G rewards are all equal (zero advantage, no gradient) above this."""
-    logprob_mismatch_max: float = 0.1
-    """Engine vs trainer: mean |log-prob difference| per token above this, or above a tenth of it and
-    ``logprob_mismatch_growth`` times its start."""
-    logprob_mismatch_growth: float = 3.0
-    """Engine vs trainer: growth factor of the mismatch over its start that counts as growing."""
-    kl_max: float = 1.0
-    """KL blow-up: KL to the reference (per token) above this."""
-    clip_fraction_max: float = 0.2
-    """Share of tokens whose importance ratio is clipped above this (the update is mostly clipped away)."""
-    eval_drop: float = 0.05
-    """Reward hacking: held-out pass@1 this far below its best while the training reward rose."""
-    format_saturated: float = 0.95
-    """Reward hacking: format rate at or above this while accuracy rose less than ``min_accuracy_gain``."""
-    min_accuracy_gain: float = 0.02
-    """Gain in training accuracy over the start that counts as real progress (length runaway, hacking)."""
-    reward_failure_max: float = 0.01
-    """Share of completions whose reward timed out or raised (``reward/timeouts/*``, ``reward/errors/*``)."""
-
-
-@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -400,3 +289,20 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     """Run-doctor thresholds (docs/visibility.md)."""
+
+
+__all__ = [
+    "AlgorithmConfig",
+    "Config",
+    "DataConfig",
+    "DoctorConfig",
+    "EvalConfig",
+    "EvalSampling",
+    "GradingConfig",
+    "LogConfig",
+    "ModelConfig",
+    "RewardSpec",
+    "RolloutConfig",
+    "SandboxConfig",
+    "TrainConfig",
+]
