@@ -193,7 +193,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """A short hash that tells one model's weights from another's (evaluation caches are keyed by it).
 
-    Per tensor of the state dict: its name, shape, dtype, float64 sum and up to 4096 evenly strided elements.
+    Per parameter and buffer: its name, shape, dtype, float64 sum and up to 4096 evenly strided elements.
     One pass over the weights at memory speed instead of hashing every byte; two models that differ only in
     unsampled elements and have equal sums to float64 precision would collide, which training never produces.
 
@@ -205,9 +205,13 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, t in model.state_dict().items():
+        # parameters and buffers, not state_dict(): that reshards a gathered FSDP model, whose next forward
+        # would then be a collective on the evaluating rank alone
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            t = t.to_local() if hasattr(t, "to_local") else t  # a sharded (FSDP) tensor: this rank's shard
             flat = t.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 4096)].float().cpu()
+            # a copy: numpy must not hold the parameter's own storage (FSDP frees and resizes it)
+            sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32, copy=True)
             total = float(flat.sum(dtype=torch.float64)) if flat.is_floating_point() else float(flat.sum())
             digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|{total!r}|".encode())
             digest.update(sample.numpy().tobytes())

@@ -8,7 +8,7 @@ its metrics), the attributes below, and, when it needs them, the hooks ``before_
 Nothing goes wrong silently here: a fresh run refuses a folder that holds a run (``runs.py``), a resume takes
 the newest checkpoint of this run that passes its checksums (a bad one is reported, set aside and counted in
 ``checkpoint/fallbacks``), a skipped step is a warning counted in ``skipped_steps``, and a reward that
-applies to no row, times out or raises is a warning the first time it happens.
+applies to no row is a warning the first time it happens (timeouts and errors: the run doctor's).
 """
 
 from __future__ import annotations
@@ -181,8 +181,8 @@ class TrainingLoop:
 
     def speak_up(self, metrics: dict[str, Any]) -> None:
         """Warn about what a step's metrics show went wrong: a skipped step (counted in ``skipped_steps``) every
-        time; a reward that applied to no row, timed out or raised the first time (its count is in every
-        step's metrics)."""
+        time, a reward that applied to no row the first time. (A reward that times out or raises is counted in
+        ``reward/timeouts/<name>`` / ``reward/errors/<name>``, which the run doctor reports.)"""
         if metrics.get("skipped"):
             self.skipped_steps += 1
             if self.parallel.is_main:
@@ -195,29 +195,14 @@ class TrainingLoop:
                 )
         if self.skipped_steps:
             metrics["skipped_steps"] = float(self.skipped_steps)
-        if not self.parallel.is_main:
-            return
-        for key, value in metrics.items():
-            name = key.rpartition("/")[2]
-            if key.startswith(("reward/timeouts/", "reward/errors/")) and value and key not in self._warned:
+        unused = [k for k, v in metrics.items() if k.startswith("reward/") and k.count("/") == 1 and v != v]
+        for key in unused if self.parallel.is_main else []:  # NaN: the mean over no rows
+            if key not in self._warned:
                 self._warned.add(key)
-                what = "ran past its time limit" if "timeouts" in key else "raised an error"
                 warn(
-                    f"reward {name!r} {what} on {value:g} rows at step {self.step} (counted in {key}; those rows "
-                    "scored grading.on_timeout / on_error). Check the reward on those completions with "
-                    "`thinkrl check-reward`, or raise grading.timeout_s"
-                )
-            elif (
-                key.startswith("reward/")
-                and key.count("/") == 1
-                and value != value
-                and key not in self._warned
-            ):
-                self._warned.add(key)  # NaN: the mean over no rows
-                warn(
-                    f"reward {name!r} returned None (not applicable) for every row at step {self.step}: it adds "
-                    "nothing to the reward. Check that the data has the columns it reads and that it is the reward "
-                    "this task needs"
+                    f"reward {key.removeprefix('reward/')!r} returned None (not applicable) for every row at step "
+                    f"{self.step}: it adds nothing to the reward. Check that the data has the columns it reads and "
+                    "that it is the reward this task needs"
                 )
 
     # ---------------------------------------------------------------------------------- checkpoint/resume
