@@ -21,7 +21,9 @@ def test_another_model_never_reuses_the_samples(tmp_path, capsys):
     assert "reusing" not in capsys.readouterr().out
     again = evaluate(a, tok, ROWS, out_dir=out, **SETTINGS)  # the same model: reused, and said so
     assert "reusing 6 of 6 samples" in capsys.readouterr().out and again.samples == first.samples
-    with pytest.raises(EvalResumeError, match=r"holds samples drawn by another model \(weights: '\w+' -> '\w+'\)"):
+    with pytest.raises(
+        EvalResumeError, match=r"holds samples drawn by another model \(weights: '\w+' -> '\w+'\)"
+    ):
         evaluate(b, tok, ROWS, out_dir=out, **SETTINGS)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model_identity"]["weights"] == first.summary["model_identity"]["weights"]
@@ -32,7 +34,9 @@ def test_a_changed_gold_answer_needs_a_regrade(tmp_path):
     model = tiny_model("llama", len(tok))
     evaluate(model, tok, ROWS, out_dir=tmp_path, **SETTINGS)
     fixed = [{**ROWS[0], "answer": "1"}, *ROWS[1:]]
-    with pytest.raises(EvalResumeError, match=r"problem '0' graded against another gold answer; rerun with --regrade"):
+    with pytest.raises(
+        EvalResumeError, match=r"problem '0' graded against another gold answer; rerun with --regrade"
+    ):
         evaluate(model, tok, fixed, out_dir=tmp_path, **SETTINGS)
     evaluate(model, tok, fixed, out_dir=tmp_path, regrade=True, **SETTINGS)
     evaluate(model, tok, fixed, out_dir=tmp_path, **SETTINGS)  # graded against the new answers now
@@ -53,8 +57,15 @@ def test_default_out_folders_are_one_per_model(tmp_path, monkeypatch, capsys):
                 "--no-progress"]  # fmt: skip
         assert main(argv) == 0
     folders = sorted(p.name for p in (tmp_path / "runs" / "eval").iterdir())
-    assert len(folders) == 2 and folders[0].startswith("a-step-000003-") and folders[1].startswith("b-step-000003-")
-    weights = {json.loads(f.read_text())["weights"] for f in (tmp_path / "runs" / "eval").glob("*/q/eval_config.json")}
+    assert (
+        len(folders) == 2
+        and folders[0].startswith("a-step-000003-")
+        and folders[1].startswith("b-step-000003-")
+    )
+    weights = {
+        json.loads(f.read_text())["weights"]
+        for f in (tmp_path / "runs" / "eval").glob("*/q/eval_config.json")
+    }
     assert len(weights) == 2
 
 

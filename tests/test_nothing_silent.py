@@ -39,6 +39,7 @@ def _dynamic_trainer(tmp_path, questions, minibatches, monkeypatch):
         return micro_step(self, micro, num_seqs, num_tokens)
 
     monkeypatch.setattr(Learner, "_micro_step", count)
+
     def counted_step(*_):
         trained.append(sum(seen))
         seen.clear()
@@ -111,8 +112,9 @@ def test_a_hanging_reward_is_reported_in_metrics_and_a_warning(tmp_path, capsys)
     assert time.monotonic() - start < 25  # bounded by the timeout, not the 30 s sleep
     assert history[-1]["reward/timeouts/_hangs"] == 16 and history[-1]["reward/timeouts/copy_digit"] == 0
     # the run doctor (on by default) names it
-    assert "[doctor] step 1: reward functions time out or raise (reward_failures): reward/timeouts/_hangs" in (
-        capsys.readouterr().err
+    assert (
+        "[doctor] step 1: reward functions time out or raise (reward_failures): reward/timeouts/_hangs"
+        in (capsys.readouterr().err)
     )
 
 
@@ -120,7 +122,9 @@ def test_a_hanging_reward_is_reported_in_metrics_and_a_warning(tmp_path, capsys)
 def _gpt2(vocab, positions):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=4, n_positions=positions))
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=4, n_positions=positions)
+    )
 
 
 def test_length_limits_fail_at_start_for_absolute_positions(tmp_path):
@@ -131,12 +135,16 @@ def test_length_limits_fail_at_start_for_absolute_positions(tmp_path):
 
     tok = char_tokenizer("0123456789=")
     cfg = make_cfg(tmp_path, "rollout.max_new_tokens=20")
-    with pytest.raises(LengthError, match=r"needs 22 positions.*absolute position embeddings for 16.*at most 14"):
+    with pytest.raises(
+        LengthError, match=r"needs 22 positions.*absolute position embeddings for 16.*at most 14"
+    ):
         GRPOTrainer(cfg, model=_gpt2(len(tok), 16), tokenizer=tok, reward_funcs=[copy_digit],
                     train_rows=[{"question": "1", "answer": "1"}])  # fmt: skip
     rows = [{"id": "a", "question": "1", "answer": "1"}]
     with pytest.raises(LengthError, match=r"max_new_tokens=20 needs 22 positions"):
-        evaluate(_gpt2(len(tok), 16), tok, rows, k=1, max_new_tokens=20, template="{question}=", progress=False)
+        evaluate(
+            _gpt2(len(tok), 16), tok, rows, k=1, max_new_tokens=20, template="{question}=", progress=False
+        )
 
 
 def test_length_limits_warn_for_rope(tmp_path, capsys):
@@ -161,4 +169,3 @@ def test_sft_checks_the_longest_sample(tmp_path):
     rows = [{"prompt": "1+1=", "response": "2" * 30}]
     with pytest.raises(LengthError, match=r"longest sample \(\d+ tokens\) needs \d+ positions.*for 16 only"):
         SFTTrainer(cfg, model=_gpt2(len(tok), 16), tokenizer=tok, train_rows=rows)
-

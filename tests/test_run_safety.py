@@ -312,3 +312,32 @@ def test_config_yaml_records_the_rewards_actually_used(tmp_path):
     text = (tmp_path / "run" / "config.yaml").read_text()
     assert "name: conftest:copy_digit" in text and "name: accuracy" not in text
     assert json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
+
+
+def test_a_kill_during_a_checkpoint_write_resumes_exactly(three_steps, tmp_path, monkeypatch):
+    """The process dies after the weights of step 2 are written but before its manifest (SystemExit is not
+    caught, as a SIGKILL would not be): the staging folder is ignored and step 1 resumes to the same step 3."""
+    from thinkrl.train import checkpoint
+
+    _, step3 = three_steps
+    tr = make_trainer(tmp_path, "train.steps=3", "train.save_every=1", "train.keep_last=3")
+
+    def die(*a, **k):
+        raise SystemExit("killed")
+
+    tr.train_step()
+    tr.save()
+    tr.train_step()
+    monkeypatch.setattr(checkpoint, "write_manifest", die)
+    with pytest.raises(SystemExit):
+        tr.save()
+    monkeypatch.undo()
+    staged = tmp_path / "run" / "checkpoints" / "step-000002.tmp"
+    assert (staged / "model.safetensors").exists() and not (staged / "manifest.json").exists()
+    resumed = make_trainer(
+        tmp_path, "train.steps=3", "train.resume=true", "train.save_every=1", "train.keep_last=3"
+    )
+    assert resumed.step == 1
+    resumed.train()
+    for k, v in step3.items():
+        assert torch.equal(params(resumed.model)[k], v), k

@@ -40,7 +40,9 @@ def test_a_folder_that_is_not_a_model_says_so(tmp_path, no_hub):
     ckpt = tmp_path / "checkpoints" / "step-000004"
     ckpt.mkdir(parents=True)
     (ckpt / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match=r"looks like a run folder; pass one of its checkpoints, e.g. .*step-000004"):
+    with pytest.raises(
+        ModelLoadError, match=r"looks like a run folder; pass one of its checkpoints, e.g. .*step-000004"
+    ):
         load_model_and_tokenizer(str(tmp_path))
 
 
