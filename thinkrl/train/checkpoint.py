@@ -106,9 +106,12 @@ def save_checkpoint(
             set_aside(final, "other-run")
     os.replace(tmp, final)
     _fsync_dir(root)
-    latest_tmp = root / (LATEST + ".tmp")  # for people and scripts; resume reads the manifests
-    latest_tmp.write_text(final.name)
-    os.replace(latest_tmp, root / LATEST)
+    try:  # for people and scripts; resume reads the manifests, so a pointer the disk had no room for is harmless
+        latest_tmp = root / (LATEST + ".tmp")
+        latest_tmp.write_text(final.name)
+        os.replace(latest_tmp, root / LATEST)
+    except OSError:
+        pass
     mine = [p for _, p in list_checkpoints(run_dir) if (read_manifest(p) or {}).get("run_id") == run_id]
     for old in mine[:-keep_last]:
         if old != final:

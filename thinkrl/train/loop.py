@@ -33,6 +33,8 @@ from thinkrl.train.runs import (
     write_run_id,
 )
 
+_REWARDS_NOTE = "registry names; other callables as module:qualname"
+
 
 class TrainingLoop:
     """The loop, the checkpoint state and resume of a trainer (module docstring).
@@ -123,7 +125,7 @@ class TrainingLoop:
             write_run_id(self.run_dir, self.run_id, self.progress_name)
             text = OmegaConf.to_yaml(OmegaConf.create(config))
             if self.recorded_rewards() is not None:
-                text = "# rewards: the Python callables passed to the trainer (module:qualname)\n" + text
+                text = f"# rewards: those passed to the trainer ({_REWARDS_NOTE})\n{text}"
             (self.run_dir / "config.yaml").write_text(text)
             self.logger = MetricsLogger(self.run_dir, self.cfg.log, self.cfg, resume_step=self.step)
 

@@ -235,5 +235,13 @@ def qualified_name(fn: Any) -> str:
 
 
 def reward_records(funcs: list[Any], weights: list[float]) -> list[dict[str, Any]]:
-    """The ``rewards`` entries of the run's config.yaml for rewards passed as Python callables."""
-    return [{"name": qualified_name(f), "weight": float(w), "kwargs": {}} for f, w in zip(funcs, weights)]
+    """The ``rewards`` entries of the run's config.yaml for rewards passed as Python callables: a registry
+    reward by its name, any other callable by :func:`qualified_name`."""
+    from thinkrl.rewards.registry import REWARDS
+
+    def name(f: Any) -> str:
+        key = getattr(f, "name", None)
+        builtin = REWARDS.get(key) if isinstance(key, str) else None
+        return key if builtin is not None and getattr(f, "fn", None) is builtin.fn else qualified_name(f)
+
+    return [{"name": name(f), "weight": float(w), "kwargs": {}} for f, w in zip(funcs, weights)]
