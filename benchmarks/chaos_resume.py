@@ -8,11 +8,11 @@ with a one-line message. Never a silent wrong state.
 A trial starts a fresh run (6 GRPO steps of a tiny Llama on the copy-the-digit task, a checkpoint every step,
 ``keep_last=2``) and kills it with SIGKILL 1-3 times before letting it finish, each kill either
 
-- at a random moment of the training phase (uniform over the reference run's wall time), or
-- during a checkpoint write: as soon as ``checkpoints/step-N.tmp`` appears, after a random 0-40 ms;
+- at a random moment of the training phase (uniform over the reference run's, from the run folder's opening), or
+- during the checkpoint write of a random step not yet saved: once its ``step-N.tmp`` appears, after 0-40 ms;
 
-then, in half the trials, corrupts one file of a random complete checkpoint after a kill (64 flipped bytes,
-truncated to half, emptied, deleted, or the manifest deleted), and resumes with ``--resume``. Outcomes:
+then, in every other trial, corrupts one file of a random complete checkpoint after 70% of the kills (64 flipped
+bytes, truncated to half, emptied, deleted, or the manifest deleted), and resumes with ``--resume``. Outcomes:
 
 - ``exact``: the final weights file and every logged metric (timings excluded) equal the uninterrupted run's;
 - ``refused``: a resume exited non-zero with a ``thinkrl: error:`` line (e.g. every checkpoint was corrupted);
@@ -90,19 +90,32 @@ def fingerprint(run: Path) -> tuple[str, list[dict]]:
 
 
 def kill_at_random(proc: subprocess.Popen, run: Path, span: float, rng: random.Random) -> str:
-    """SIGKILL at a random moment of the training phase (after run.json appears); what it hit."""
-    while not (run / "run.json").exists() and proc.poll() is None:
+    """SIGKILL at a random moment of the training phase (from this process's config.yaml, written when the run
+    folder is opened, over the reference run's span); what it hit."""
+    while proc.poll() is None and not _newer(run / "config.yaml", proc.started):
         time.sleep(0.005)
     time.sleep(rng.uniform(0, span))
     return _kill(proc, run, "random")
 
 
 def kill_in_checkpoint(proc: subprocess.Popen, run: Path, rng: random.Random) -> str:
-    """SIGKILL while a checkpoint is being written (a ``step-N.tmp`` folder exists), after 0-40 ms."""
-    while proc.poll() is None and not _writing(run, since=proc.started):  # a stale .tmp of a kill is not one
+    """SIGKILL while the checkpoint of a random step not yet saved is being written (its ``step-N.tmp``
+    folder exists), after 0-40 ms."""
+    done = [int(p.name[5:]) for p in (run / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+    target = rng.randint(max(done, default=0) + 1, STEPS) if max(done, default=0) < STEPS else STEPS
+    staging = run / "checkpoints" / f"step-{target:06d}.tmp"
+    while proc.poll() is None and not _newer(staging, proc.started):
         time.sleep(0.002)
     time.sleep(rng.uniform(0, 0.04))
-    return _kill(proc, run, "checkpoint")
+    return _kill(proc, run, f"checkpoint {target}")
+
+
+def _newer(path: Path, since: float) -> bool:
+    """``path`` exists and was made by a process started at ``since`` (not left by a killed one)."""
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _kill(proc: subprocess.Popen, run: Path, aim: str) -> str:
@@ -170,7 +183,7 @@ def trial(
             events.append(kill_at_random(proc, run, span, rng))
         if "finished first" in events[-1]:
             break
-        if corrupting and rng.random() < 0.5:
+        if corrupting and rng.random() < 0.7:
             events.append("corrupt " + corrupt(run, rng))
         proc = start(config, run, resume=True)
     _, err = proc.communicate()
@@ -194,18 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     root = args.out or Path(tempfile.mkdtemp(prefix="thinkrl-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
     config = setup(root)
-    t0 = time.monotonic()
     ref = start(config, root / "reference", False)
+    while not (root / "reference" / "run.json").exists() and ref.poll() is None:
+        time.sleep(0.005)
+    t0 = time.monotonic()  # the training phase: from the run folder's creation to the exit
     out, err = ref.communicate()
     if ref.returncode != 0:
         print(err[-3000:], file=sys.stderr)
         return 1
     span = time.monotonic() - t0
+    print(f"reference run: {span:.1f} s of training phase", flush=True)
     reference = fingerprint(root / "reference")
     rng = random.Random(args.seed)
     results = []
     for i in range(args.trials):
-        r = trial(config, root / f"trial-{i:03d}", reference, span * 0.8, rng, corrupting=i % 2 == 1)
+        r = trial(config, root / f"trial-{i:03d}", reference, span, rng, corrupting=i % 2 == 1)
         results.append(r)
         print(f"trial {i}: {r['outcome']:<8} {'; '.join(r['events'])}  {r['message'][:160]}", flush=True)
     (root / "results.json").write_text(json.dumps(results, indent=1))

@@ -71,7 +71,7 @@ def test_resume_refuses_another_config_or_run_unless_forced(tmp_path, capsys):
         make_trainer(tmp_path, "train.steps=3", "train.resume=true")
 
 
-def test_keep_last_keeps_the_newest_steps_of_this_run_only(tmp_path):
+def test_keep_last_keeps_the_newest_steps_of_this_run_only(tmp_path, capsys):
     other = tmp_path / "other"
     make_trainer(other, "train.steps=1").train()
     run = tmp_path / "run"
@@ -82,6 +82,8 @@ def test_keep_last_keeps_the_newest_steps_of_this_run_only(tmp_path):
     names = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
     assert names == ["step-000003", "step-000009"]  # this run's newest, and the foreign one untouched
     assert read_manifest(foreign)["run_id"] != read_manifest(_ckpt(run, 3))["run_id"]
+    resumed = make_trainer(tmp_path, "train.steps=4", "train.resume=true", "train.keep_last=1")
+    assert resumed.step == 3 and "step-000009 was written by another run" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------- trusted checkpoints

@@ -96,7 +96,7 @@ class TrainingLoop:
 
     def recorded_rewards(self) -> list[dict[str, Any]] | None:
         """The ``rewards`` the run's config.yaml records when the run does not use ``cfg.rewards`` (GRPO:
-        rewards passed as Python callables, by qualified name); None: ``cfg.rewards`` is what runs."""
+        rewards passed as Python callables, by registry or qualified name); None: ``cfg.rewards`` is what runs."""
         return None
 
     def recorded_config(self) -> dict[str, Any]:
@@ -240,14 +240,17 @@ class TrainingLoop:
             if self.parallel.is_main:
                 print(f"[thinkrl] resume: no checkpoint in {self.run_dir}; starting from step 0", flush=True)
             return
+        say = warn if self.parallel.is_main else (lambda message: None)
         for path, why in point.skipped:
-            warn(f"checkpoint {path.name.removesuffix('.bad')} is unusable ({why}); set aside as {path}")
+            say(f"checkpoint {path.name.partition('.')[0]} is unusable ({why}); set aside as {path}")
+        for path in point.foreign:
+            say(f"checkpoint {path} was written by another run (its manifest's run id); not resumed from")
         if point.skipped:
-            warn(f"resuming from the previous good checkpoint, {point.path}")
+            say(f"resuming from the previous good checkpoint, {point.path}")
             self.notes["checkpoint/fallbacks"] = float(len(point.skipped))
         changes = check_identity(point.path, self.identity, force=t.resume_force)
         if changes:
-            warn(f"resuming {point.path} with a changed config (train.resume_force): {'; '.join(changes)}")
+            say(f"resuming {point.path} with a changed config (train.resume_force): {'; '.join(changes)}")
         self.run_id = point.run_id
         state = self.parallel.load(point.path, self.model, self.optimizer, reference=self.reference)
         self.scheduler.load_state_dict(state["scheduler"])

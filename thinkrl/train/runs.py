@@ -180,6 +180,8 @@ class ResumePoint:
     run_id: str
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     """(set-aside folder, problem) of each newer checkpoint that failed its checksums."""
+    foreign: list[Path] = field(default_factory=list)
+    """Newer checkpoints of another run, left where they are."""
 
 
 def find_resume_point(run_dir: Path, run_id: str | None, *, force: bool) -> ResumePoint | None:
@@ -201,7 +203,7 @@ def find_resume_point(run_dir: Path, run_id: str | None, *, force: bool) -> Resu
             foreign.append((path, owner))
             continue
         skipped = [(set_aside(p, "bad"), why) for p, why in bad]
-        return ResumePoint(path, owner or run_id or "", skipped)
+        return ResumePoint(path, owner or run_id or "", skipped, [p for p, _ in foreign])
     if foreign:
         path, owner = foreign[0]
         raise RunFolderError(
