@@ -208,14 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     config = setup(root)
     ref = start(config, root / "reference", False)
-    while not (root / "reference" / "run.json").exists() and ref.poll() is None:
-        time.sleep(0.005)
-    t0 = time.monotonic()  # the training phase: from the run folder's creation to the exit
     out, err = ref.communicate()
     if ref.returncode != 0:
         print(err[-3000:], file=sys.stderr)
         return 1
-    span = time.monotonic() - t0
+    # the training phase: from the run folder's opening (config.yaml) to the last step's record, plus 10%
+    opened = (root / "reference" / "config.yaml").stat().st_mtime
+    last = json.loads(_lines(root / "reference" / "metrics.jsonl")[-1])["time"]
+    span = 1.1 * (last - opened)
     print(f"reference run: {span:.1f} s of training phase", flush=True)
     reference = fingerprint(root / "reference")
     rng = random.Random(args.seed)
