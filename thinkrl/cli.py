@@ -36,11 +36,12 @@ def _split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, l
 def cmd_train(args: argparse.Namespace) -> int:
     from thinkrl.config import load_config
     from thinkrl.train import GRPOTrainer
+    from thinkrl.train.runs import check_run_dir, run_flags
 
     path, overrides = _split_config_and_overrides(args)
-    if args.resume:
-        overrides.append("train.resume=true")
+    overrides += run_flags(args)
     cfg = load_config(path, overrides)
+    check_run_dir(cfg.train)  # before a model loads: a refused folder costs nothing
     trainer = GRPOTrainer(cfg)
     history = trainer.train()
     if history:
@@ -73,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     _add_config_args(p)
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir"
-    )
+    from thinkrl.train.runs import add_run_flags
+
+    add_run_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -149,14 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from thinkrl.config import ConfigError
-    from thinkrl.data.datasets import DataError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError) as e:
+    except user_errors() as e:
         print(f"thinkrl: error: {e}", file=sys.stderr)
         return 2
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors a user causes (a path, a file, a config, a run folder): their message says what and how to fix
+    it, so the command prints it as one line instead of a traceback."""
+    from thinkrl.config import ConfigError
+    from thinkrl.core.models import ModelLoadError
+    from thinkrl.data.datasets import DataError
+    from thinkrl.eval.benchmarks import BenchmarkError
+    from thinkrl.eval.files import EvalResumeError
+    from thinkrl.rejection.runner import SampleError
+    from thinkrl.train.checkpoint import CheckpointError
+    from thinkrl.train.runs import RunFolderError
+
+    return (ConfigError, DataError, ModelLoadError, BenchmarkError, EvalResumeError, SampleError,
+            CheckpointError, RunFolderError)  # fmt: skip
 
 
 if __name__ == "__main__":

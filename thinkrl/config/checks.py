@@ -26,6 +26,11 @@ def check_train_fields(t: Any) -> None:
     )
     check(len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]")
     check(t.keep_last >= 1, "train.keep_last must be >= 1")
+    check(
+        not (t.resume and t.overwrite),
+        "train.resume=true and train.overwrite=true: --resume continues the run in output_dir, --overwrite moves "
+        "it aside to start over; choose one",
+    )
     check(t.device in ("auto", "cpu", "cuda"), f"train.device={t.device!r}; valid: auto, cpu, cuda")
 
 

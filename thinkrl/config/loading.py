@@ -27,7 +27,7 @@ def load_structured(schema: type[T], path: str | Path | None, overrides: list[st
     >>> load_structured(Config, None, ["train.lrr=2e-5"])
     Traceback (most recent call last):
     ...
-    thinkrl.config.loading.ConfigError: invalid config: unknown key 'train.lrr'; valid keys under 'train': steps, lr, weight_decay, adam_betas, max_grad_norm, warmup_steps, lr_schedule, share_prompt, fused_lm_head, autocast, micro_batch_size, seed, output_dir, save_every, keep_last, resume, device, num_threads, fsdp
+    thinkrl.config.loading.ConfigError: invalid config: unknown key 'train.lrr'; valid keys under 'train': steps, lr, weight_decay, adam_betas, max_grad_norm, warmup_steps, lr_schedule, share_prompt, fused_lm_head, autocast, micro_batch_size, seed, output_dir, save_every, keep_last, resume, overwrite, resume_force, device, num_threads, fsdp
     """
     layers = [OmegaConf.structured(schema)]
     try:

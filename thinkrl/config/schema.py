@@ -209,6 +209,12 @@ class TrainConfig:
     """Keep the last K checkpoints."""
     resume: bool = False
     """Continue from the latest checkpoint in output_dir."""
+    overwrite: bool = False
+    """A fresh run into an output_dir that holds a run (``--overwrite``) first moves that run to
+    ``OUTPUT_DIR.old-N``; without it such a run is refused. Nothing is ever deleted."""
+    resume_force: bool = False
+    """Resume from a checkpoint of another run or written with another config (e.g. a new lr after a
+    divergence); the differences are printed. Off: such a resume is refused, naming them."""
     device: str = "auto"
     """``auto`` (cuda if present, else cpu), ``cpu`` or ``cuda``."""
     num_threads: int | None = None

@@ -10,7 +10,9 @@ device that supports it, else float32).
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,53 @@ def resolve_model_path(path: str) -> str:
     if not path:
         raise ValueError("the model path is empty; set it to a Hugging Face model folder or name, or `demo`")
     return str(DEMO_BASE_PATH) if path == DEMO_MODEL else str(path)
+
+
+class ModelLoadError(ValueError):
+    """A model path names nothing loadable; the message says what is there and what to pass instead."""
+
+
+def looks_local(path: str) -> bool:
+    """Whether a model name is meant as a local path: then it must exist, and it is never sent to the hub.
+
+    A hub name is ``org/name`` (or ``name``); a path starts with ``/``, ``.`` or ``~``, has more than one
+    ``/``, or its first part is a folder here (``runs/grpo`` when ``runs/`` exists).
+
+    >>> looks_local("Qwen/Qwen2.5-0.5B"), looks_local("./ckpt"), looks_local("/models/x"), looks_local("a/b/c")
+    (False, True, True, True)
+    """
+    if path.startswith(("/", ".", "~")) or path.endswith("/") or "\\" in path:
+        return True
+    parts = path.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
+def check_model_path(path: str, what: str = "model") -> str:
+    """``path`` when it is a model folder or a hub name; a :class:`ModelLoadError` that says what to pass when
+    it is a folder without ``config.json``, a file, or a local-looking path that does not exist."""
+    p = Path(path).expanduser()
+    if p.is_dir() and (p / "config.json").is_file():
+        return str(p)
+    if p.is_dir():
+        steps = sorted(p.glob("checkpoints/step-*/config.json")) or sorted(p.glob("*/config.json"))
+        hint = (
+            f"it looks like a run folder; pass one of its checkpoints, e.g. {steps[-1].parent}"
+            if steps
+            else "pass a folder written by save_pretrained (config.json and model*.safetensors), a hub name, or demo"
+        )
+        raise ModelLoadError(
+            f"{what} path {path} is a folder but not a model (it has no config.json); {hint}"
+        )
+    if p.exists():
+        raise ModelLoadError(
+            f"{what} path {path} is a file; pass the folder that holds config.json and the weights"
+        )
+    if looks_local(path):
+        raise ModelLoadError(
+            f"{what} path {path!r} does not exist (relative to {Path.cwd()}); it looks like a local path, so it is not "
+            "looked up on the Hugging Face hub. Check the spelling; a hub name looks like org/name"
+        )
+    return path
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -82,7 +131,8 @@ def load_model_and_tokenizer(
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(path)
+    path = check_model_path(resolve_model_path(path))
+    tok_path = check_model_path(resolve_model_path(tokenizer_path), "tokenizer") if tokenizer_path else path
     target = resolve_device(device) if device is not None else torch.device("cpu")
     # transformers >= 4.56 calls it dtype; older versions torch_dtype.
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
@@ -92,13 +142,27 @@ def load_model_and_tokenizer(
     }
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    with _loading(path, "model"):
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if device is not None:
         model = model.to(target)
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_model_path(tokenizer_path) if tokenizer_path else path, trust_remote_code=trust_remote_code
-    )
+    with _loading(tok_path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _loading(path: str, what: str) -> Iterator[None]:
+    """Turn a transformers loading failure into one sentence naming the path (the cause stays chained)."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        where = "the folder" if Path(path).is_dir() else "the Hugging Face hub"
+        raise ModelLoadError(
+            f"could not load the {what} {path!r} from {where}: {first}. Check the path or name (a local path must "
+            "exist; a hub name needs network access or a cached copy), or pass a folder written by save_pretrained"
+        ) from e
 
 
 def seed_everything(seed: int) -> None:
@@ -124,3 +188,31 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():  # attention layers that copied the rate at construction
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash that tells one model's weights from another's (evaluation caches are keyed by it).
+
+    Per parameter and buffer: its name, shape, dtype, float64 sum and up to 4096 evenly strided elements.
+    One pass over the weights at memory speed instead of hashing every byte; two models that differ only in
+    unsampled elements and have equal sums to float64 precision would collide, which training never produces.
+
+    >>> a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    >>> weights_fingerprint(a) == weights_fingerprint(a), weights_fingerprint(a) == weights_fingerprint(b)
+    (True, False)
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        # parameters and buffers, not state_dict(): that reshards a gathered FSDP model, whose next forward
+        # would then be a collective on the evaluating rank alone
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            t = t.to_local() if hasattr(t, "to_local") else t  # a sharded (FSDP) tensor: this rank's shard
+            flat = t.detach().reshape(-1)
+            # a copy: numpy must not hold the parameter's own storage (FSDP frees and resizes it)
+            sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32, copy=True)
+            total = float(flat.sum(dtype=torch.float64)) if flat.is_floating_point() else float(flat.sum())
+            digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|{total!r}|".encode())
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]

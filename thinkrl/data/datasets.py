@@ -22,19 +22,29 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open() as f:
-            for lineno, line in enumerate(f, 1):
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                line = _utf8(raw, path, lineno)
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DataError(
                         f"{path}:{lineno} is not valid JSON ({e.msg}); fix or remove that line"
                     ) from None
+                if not isinstance(row, dict):
+                    raise DataError(
+                        f"{path}:{lineno} is a JSON {type(row).__name__}, not an object; each line must be one "
+                        'row like {"question": ..., "answer": ...}'
+                    )
+                rows.append(row)
         return rows
     if suffix == ".json":
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(_utf8(path.read_bytes(), path))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno} is not valid JSON ({e.msg}); fix the file") from None
         if isinstance(data, dict):  # {"data": [...]} or column-oriented {"question": [...], ...}
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(data) == 1 and lists:
@@ -48,13 +58,29 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow's ArrowInvalid and friends
+            raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}: {e})") from None
     if suffix == ".csv":
         import csv
+        import io
 
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(_utf8(path.read_bytes(), path), newline="")))
     raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
+
+
+def _utf8(raw: bytes, path: Path, lineno: int | None = None) -> str:
+    """``raw`` decoded as UTF-8, or a :class:`DataError` naming the file, line and byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = lineno if lineno is not None else raw[: e.start].count(b"\n") + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise DataError(
+            f"{path}:{line} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); re-save the file "
+            "as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`)"
+        ) from None
 
 
 def _read_datasets(spec: str, split: str) -> list[dict[str, Any]]:
@@ -132,6 +158,11 @@ def load_prompts(
         if row.get(question_key) in (None, ""):
             raise DataError(
                 f"dataset {spec!r} row {i} has an empty {question_key!r}; remove the row or fix it"
+            )
+        if answer_key not in row:
+            raise DataError(
+                f"dataset {spec!r} row {i} has no {answer_key!r} column (data.answer_key; rows are counted from 0, "
+                "blank lines skipped); add the answer or remove the row"
             )
         new = {k: v for k, v in row.items() if k not in (question_key, answer_key)}
         new["question"] = str(row[question_key])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -113,13 +112,12 @@ def run_demo(
     from thinkrl.core import DEMO_BASE_PATH, load_model_and_tokenizer
     from thinkrl.rewards import build_reward_funcs
     from thinkrl.train import GRPOTrainer
+    from thinkrl.train.runs import claim_run_dir
 
     start = time.perf_counter()
     out = Path(out_dir)
-    # Evaluations resume from their samples.jsonl, which cannot tell one model's weights from another's: a rerun
-    # into the same folder must not read the previous run's samples as this run's.
-    for stale in ("eval_base", "eval_after"):
-        shutil.rmtree(out / stale, ignore_errors=True)
+    # the demo starts over on a rerun: the previous demo in this folder moves to OUT.old-N (nothing is deleted)
+    claim_run_dir(out, overwrite=True, what="demo")
     cfg = demo_config(out, overrides)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

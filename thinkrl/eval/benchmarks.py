@@ -187,6 +187,7 @@ def load_benchmark(
     - a name in :data:`BENCHMARKS` (``gsm8k``, ``math500``, ``aime24``, ``aime25``, ``amc23``, ``countdown``):
       the local file under the data dir, else the hub dataset;
     - ``NAME:PATH``: that benchmark's format read from your own file or folder;
+    - ``builtin:NAME``: a built-in task's ``test`` split (``builtin:demo``), as the pipeline's eval stage reads it;
     - a path to a ``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` file (or a folder of them) with a question
       and an answer column: ``question_key`` / ``answer_key``, or the first of :data:`QUESTION_KEYS` /
       :data:`ANSWER_KEYS` present. Rows with ``numbers`` (or ``nums``) and ``target`` are countdown rows.
@@ -216,6 +217,15 @@ def load_benchmark(
                 raw = _read_hub(name, bench, local)
         raw = raw[:limit] if limit is not None else raw
         rows = [{**bench.convert(r, i), "benchmark": name} for i, r in enumerate(raw)]
+    elif name == "builtin":  # a built-in task's held-out split, as the pipeline's eval stage reads it
+        from thinkrl.data.datasets import DataError
+
+        try:
+            raw = read_rows(spec, split="test")
+        except (DataError, ValueError) as e:
+            raise BenchmarkError(f"--data {spec!r}: {e}") from None
+        raw = raw[:limit] if limit is not None else raw
+        rows = normalize_rows(raw, question_key=question_key, answer_key=answer_key, benchmark=path)
     else:
         p = Path(spec)
         if not p.exists():
@@ -253,8 +263,16 @@ def normalize_rows(
             if r.get("question"):
                 row["question"] = r["question"]  # keep the dataset's own wording
         else:
-            q = r[question_key] if question_key else _pick(r, QUESTION_KEYS, "question")
-            a = r[answer_key] if answer_key else _pick(r, ANSWER_KEYS, "answer")
+            try:
+                q = r[question_key] if question_key else _pick(r, QUESTION_KEYS, "question")
+                a = r[answer_key] if answer_key else _pick(r, ANSWER_KEYS, "answer")
+            except KeyError as e:
+                raise BenchmarkError(
+                    f"row {i} has no {e.args[0]!r} column; its columns: {', '.join(r)} (set --question-key / "
+                    "--answer-key, or fix the row)"
+                ) from None
+            except BenchmarkError as e:
+                raise BenchmarkError(f"row {i}: {e}") from None
             row = {**r, "id": str(r.get("id", i)), "question": str(q), "answer": normalize_number(a)}
             row.setdefault("verifier", "math")
         row.setdefault("benchmark", benchmark)

@@ -90,9 +90,31 @@ def add_eval_arguments(parser: Any) -> None:
     )
     a("--cons-k", type=int, default=None, help="votes in cons@k (default: --k)")
     a("--extract-mode", default="auto", help="answer extraction: auto, answer_tag, boxed, gsm8k, auto_number")
-    a("--out", default=None, help="output folder (default runs/eval/MODEL_NAME); one subfolder per benchmark")
+    a("--out", default=None, help="output folder (default runs/eval/MODEL_NAME-HASH, one per model); one subfolder "
+      "per benchmark")  # fmt: skip
     a("--regrade", action="store_true", help="grade stored completions again (after a grader change)")
     add_model_arguments(parser)
+
+
+def default_out_dir(model: str) -> Path:
+    """``runs/eval/NAME-HASH``: one folder per model, so two models never share samples by default. NAME is
+    the model folder's name (with its run's for a checkpoint, ``RUN-step-000040``) or the hub name; HASH is of
+    the resolved path.
+
+    >>> default_out_dir("runs/a/checkpoints/step-000003").name[:-9], default_out_dir("Qwen/Qwen2.5-0.5B").parent
+    ('a-step-000003', PosixPath('runs/eval'))
+    """
+    import hashlib
+
+    from thinkrl.core import resolve_model_path
+
+    resolved = resolve_model_path(model)
+    p = Path(resolved).expanduser()
+    key = str(p.resolve()) if p.exists() else resolved
+    name = p.name or "model"
+    if p.parent.name == "checkpoints" and p.parent.parent.name:
+        name = f"{p.parent.parent.name}-{name}"
+    return Path("runs") / "eval" / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def run_eval_cli(args: Any) -> int:
@@ -103,7 +125,7 @@ def run_eval_cli(args: Any) -> int:
 
     specs = [s.strip() for item in args.data for s in item.split(",") if s.strip()]
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device or "auto")
-    out_root = Path(args.out) if args.out else Path("runs") / "eval" / Path(args.model.rstrip("/")).name
+    out_root = Path(args.out) if args.out else default_out_dir(args.model)
     pass_ks = [int(x) for x in args.pass_k.split(",")] if args.pass_k else None
     sampling = sampling_from_args(args)
     for spec in specs:

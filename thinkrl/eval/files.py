@@ -24,30 +24,43 @@ class EvalResumeError(RuntimeError):
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to add to samples drawn with other ``settings``; then record these ones."""
+    """Refuse to add to samples drawn by another model (``model`` path, ``weights`` fingerprint) or with other
+    sampling ``settings``; then record these ones."""
     path = out / CONFIG_FILE
     if path.exists():
         old = json.loads(path.read_text())
         diff = {key: (old.get(key), val) for key, val in settings.items() if old.get(key) != val}
         if diff and (out / SAMPLES_FILE).exists():
             changes = ", ".join(f"{key}: {a!r} -> {b!r}" for key, (a, b) in diff.items())
+            who = "another model" if {"model", "weights"} & set(diff) else "other settings"
             raise EvalResumeError(
-                f"{out} holds samples drawn with other settings ({changes}); use another --out, "
-                f"or delete {out / SAMPLES_FILE} to start over"
+                f"{out} holds samples drawn by {who} ({changes}), which this evaluation must not reuse; use "
+                f"another --out, or delete {out / SAMPLES_FILE} to start over"
             )
     write_json(path, settings)
 
 
 def check_prompts(
-    done: dict[tuple[str, int], dict[str, Any]], rows: Sequence[dict], qhash: list[str], out: Path
+    done: dict[tuple[str, int], dict[str, Any]],
+    rows: Sequence[dict],
+    qhash: list[str],
+    out: Path,
+    ahash: list[str] | None = None,
 ) -> None:
-    """Refuse stored samples of a problem id whose prompt (hash) differs from this run's."""
+    """Refuse stored samples of a problem id whose prompt (hash) differs from this run's, or, with ``ahash``,
+    whose gold answer differs (their ``correct`` was graded against the old one)."""
     want = {r["id"]: h for r, h in zip(rows, qhash)}
+    gold = {r["id"]: h for r, h in zip(rows, ahash)} if ahash is not None else {}
     for (pid, _), rec in done.items():
         if pid in want and rec.get("qhash") != want[pid]:
             raise EvalResumeError(
                 f"{out / SAMPLES_FILE} has samples for problem {pid!r} with a different prompt (another benchmark "
                 "or template?); use another --out for this data"
+            )
+        if pid in gold and rec.get("ahash", gold[pid]) != gold[pid]:
+            raise EvalResumeError(
+                f"{out / SAMPLES_FILE} has samples for problem {pid!r} graded against another gold answer; rerun "
+                "with --regrade to grade the stored completions against the new answers, or use another --out"
             )
 
 

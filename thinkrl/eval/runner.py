@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrl.config import EvalSampling, check_eval_sampling
-from thinkrl.core import load_model_and_tokenizer, prompt_token_ids
+from thinkrl.core import check_positions, load_model_and_tokenizer, prompt_token_ids, weights_fingerprint
 from thinkrl.data.templates import render_prompt
 from thinkrl.eval import files
 from thinkrl.eval.benchmarks import Grader, prepare_rows
@@ -137,18 +137,30 @@ def evaluate(
     }
     prompts = [render_prompt(template, r["question"], tokenizer, system=system_prompt) for r in rows]
     prompt_ids = prompt_token_ids(tokenizer, prompts, template)
+    check_positions(
+        getattr(engine, "model", None), max(map(len, prompt_ids)), max_new_tokens, "max_new_tokens"
+    )
     qhash = [hashlib.sha1(p.encode()).hexdigest()[:12] for p in prompts]
+    ahash = [hashlib.sha1(str(r["answer"]).encode()).hexdigest()[:12] for r in rows]
+    identity = model_identity(engine, model_name)
 
     out = Path(out_dir) if out_dir is not None else None
     done: dict[tuple[str, int], dict[str, Any]] = {}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        files.check_settings(out, recorded)
+        files.check_settings(out, {**identity, **recorded})  # samples of another model or sampling: refused
         done = files.load_samples(out / SAMPLES_FILE)
-        files.check_prompts(done, rows, qhash, out)
+        files.check_prompts(done, rows, qhash, out, ahash if not regrade else None)
         if regrade and done:
             _regrade(done, rows, grader, {r["id"]: p for r, p in zip(rows, prompts)})
+            ahash_of = {r["id"]: h for r, h in zip(rows, ahash)}
+            for rec in done.values():  # graded against these answers now
+                rec["ahash"] = ahash_of.get(rec["id"], rec.get("ahash"))
             files.write_samples(out / SAMPLES_FILE, done.values())
+        reused = sum((r["id"], i) in done for r in rows for i in range(n))
+        if reused:
+            print(f"[thinkrl] eval {name}: reusing {reused} of {len(rows) * n} samples from {out / SAMPLES_FILE} "
+                  "(same model weights, prompts and sampling settings)", flush=True)  # fmt: skip
 
     bar = _progress(len(rows), sum(all((r["id"], i) in done for i in range(n)) for r in rows), name, progress)
     t0, generated = time.perf_counter(), 0
@@ -178,7 +190,7 @@ def evaluate(
             if (rows[i]["id"], s) in done:
                 continue
             rec = {"id": rows[i]["id"], "sample_idx": s, "completion": text, **g, "length": int(lengths[j])}
-            rec.update(finish_reason=roll.finish_reasons[j], qhash=qhash[i])
+            rec.update(finish_reason=roll.finish_reasons[j], qhash=qhash[i], ahash=ahash[i])
             done[(rows[i]["id"], s)] = rec
             new.append(rec)
         if out is not None:
@@ -195,6 +207,7 @@ def evaluate(
     summary = {
         "benchmark": name,
         "model": model_name,
+        "model_identity": identity,
         "samples_per_problem": n,
         "sampling": recorded,
         "greedy": temperature == 0,
@@ -221,6 +234,19 @@ def _as_engine(model_or_engine: Any, tokenizer: Any, seed: int) -> tuple[Any, An
     if not hasattr(model_or_engine, "generate"):
         raise TypeError(f"{type(model_or_engine).__name__} is neither a RolloutEngine nor a torch model")
     return model_or_engine, tokenizer, type(model_or_engine).__name__
+
+
+def model_identity(engine: Any, name: str) -> dict[str, Any]:
+    """What an evaluation folder's samples are keyed by besides the sampling settings: the model's resolved
+    path (or name) and a fingerprint of its weights (None for an engine that does not expose its model)."""
+    import torch
+
+    model = getattr(engine, "model", None)
+    path = getattr(getattr(model, "config", None), "_name_or_path", "") or name
+    if path and Path(path).exists():
+        path = str(Path(path).resolve())
+    weights = weights_fingerprint(model) if isinstance(model, torch.nn.Module) else None
+    return {"model": path, "weights": weights}
 
 
 def _batch_seed(seed: int, batch: int, first_sample: int) -> int:

@@ -156,6 +156,8 @@ class Pipeline:
     stages: list[Stage]
     source: str = ""
     """The file it was read from (or ``distill``)."""
+    vars: dict[str, Any] = field(default_factory=dict)
+    """The ``vars`` mapping, overrides applied."""
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -240,7 +242,7 @@ def build_pipeline(raw: dict[str, Any], overrides: list[str] | None = None, sour
     stages: list[Stage] = []
     for s in specs:
         stages.append(_resolve_stage(s, stage_overrides[s["name"]], variables, root, stages))
-    return Pipeline(output_dir=root, stages=stages, source=source)
+    return Pipeline(output_dir=root, stages=stages, source=source, vars=variables)
 
 
 def _resolve_stage(

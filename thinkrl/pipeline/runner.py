@@ -63,6 +63,9 @@ def run_pipeline(
     """
     redo = {n for name in force for n in pipeline.dependents(pipeline.stage(name).name)}
     last = max((pipeline.stages.index(pipeline.stage(n)) for n in only), default=-1) if only else None
+    problems = input_problems(pipeline)  # a missing input of stage 4 fails now, not after stages 1-3 ran
+    if problems:
+        raise PipelineError("the pipeline's inputs are not ready:\n  " + "\n  ".join(problems))
     pipeline.output_dir.mkdir(parents=True, exist_ok=True)
     check_stages(pipeline, redo)  # before running anything: a refusal never leaves a half-run pipeline
     records: list[StageRecord] = []
@@ -120,6 +123,52 @@ def check_stages(pipeline: Pipeline, redo: set[str] | None = None) -> None:
                 )
             if rec is not None:
                 break
+
+
+def input_problems(pipeline: Pipeline) -> list[str]:
+    """What would make a stage fail for lack of an input, as sentences: an empty var; a model or data path that
+    does not exist. Paths under the pipeline's ``output_dir`` are earlier stages' outputs and not checked; hub
+    names (``org/name``) cannot be checked offline and pass."""
+    from thinkrl.core import ModelLoadError, check_model_path, looks_local, resolve_model_path
+    from thinkrl.data.datasets import FILE_SUFFIXES
+    from thinkrl.eval.benchmarks import BENCHMARKS
+
+    problems = [
+        f"vars.{k} is empty; set it (vars.{k}=VALUE on the command line, or in the file's vars)"
+        for k, v in pipeline.vars.items()
+        if v is None or str(v).strip() == ""
+    ]
+    outputs = Path(pipeline.output_dir).resolve()
+    for s in pipeline.stages:
+        trains = s.kind in ("sft", "rl")
+        models = [("model.path", s.cfg.model.path)] if trains else [("model", s.cfg.model)]
+        data = (
+            [("data.train", s.cfg.data.train), ("data.eval", s.cfg.data.eval)]
+            if trains
+            else [("data", s.cfg.data)]
+        )
+        for key, value in models:
+            if value and not _under(value, outputs):
+                try:
+                    check_model_path(resolve_model_path(value))
+                except ModelLoadError as e:
+                    problems.append(f"stage {s.name!r}: {key}: {e}")
+        for key, value in data:
+            name, sep, rest = (value or "").partition(":")
+            path = rest if name in BENCHMARKS and sep else value
+            if not path or name == "builtin" or (name in BENCHMARKS and not sep) or _under(path, outputs):
+                continue
+            local = looks_local(path) or Path(path).suffix.lower() in FILE_SUFFIXES
+            if local and not Path(path).expanduser().exists():
+                problems.append(
+                    f"stage {s.name!r}: {key}={value!r}: {path} does not exist (relative to {Path.cwd()}); fix the "
+                    "path or the var that sets it"
+                )
+    return problems
+
+
+def _under(path: str, root: Path) -> bool:
+    return Path(path).expanduser().resolve().is_relative_to(root)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -189,7 +238,15 @@ def run_loaded(pipeline: Pipeline, args: Any) -> int:
     """The CLI body shared by ``thinkrl pipeline`` and ``thinkrl distill``: plan, or run and summarise."""
     if args.dry_run:
         print(format_plan(pipeline))
-        return 0
+        problems = input_problems(pipeline)
+        for line in problems:
+            print(f"thinkrl: error: {line}", flush=True)
+        print(
+            "inputs: every path exists and every var is set"
+            if not problems
+            else f"{len(problems)} problem(s)"
+        )
+        return 2 if problems else 0
     try:
         run_pipeline(pipeline, force=args.force, only=getattr(args, "until", None))
     except PipelineError as e:

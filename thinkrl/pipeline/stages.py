@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkrl.pipeline.config import EvalStageConfig, SampleStageConfig, SamplingStageConfig, Stage
-from thinkrl.train.checkpoint import STATE_FILE, latest_checkpoint
+from thinkrl.train.checkpoint import MANIFEST, STATE_FILES, checkpoint_problem, latest_checkpoint
 
 
 def run_stage(stage: Stage) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def _run_rl(stage: Stage) -> dict[str, Any]:
 
 
 def _run_sample(stage: Stage) -> dict[str, Any]:
-    from thinkrl.rejection import sample_dataset
+    from thinkrl.rejection import require_rows, sample_dataset
 
     cfg: SampleStageConfig = stage.cfg
     model, tokenizer = _load(cfg)
@@ -68,6 +68,7 @@ def _run_sample(stage: Stage) -> dict[str, Any]:
         filters=cfg.filters,
         progress=cfg.progress,
     )
+    require_rows(result)  # 0 kept rows fail this stage (not DONE), with what removed them
     return {
         "kept": result.report["kept"],
         "total": result.report["total"],
@@ -97,16 +98,22 @@ RUNNERS = {"sft": _run_sft, "rl": _run_rl, "sample": _run_sample, "eval": _run_e
 
 # ------------------------------------------------------------------------------------------------ helpers
 def export_model(run_dir: Path, dest: Path) -> Path:
-    """Publish the latest checkpoint of ``run_dir`` as ``dest``: model and tokenizer files only (no
-    ``trainer_state.pt``, no ``reference/``), hard-linked when the file system allows, renamed into place."""
+    """Publish the latest checkpoint of ``run_dir`` as ``dest``, once its files pass their checksums: model
+    and tokenizer files only (no trainer state, no manifest, no ``reference/``), hard-linked when the file system
+    allows, renamed into place."""
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise RuntimeError(f"{run_dir} has no checkpoint to export; did the stage train any step?")
+    problem = checkpoint_problem(ckpt)
+    if problem is not None:
+        raise RuntimeError(
+            f"checkpoint {ckpt} cannot be exported: {problem}; rerun the pipeline to resume the stage"
+        )
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in ckpt.iterdir():
-        if f.is_file() and f.name != STATE_FILE:
+        if f.is_file() and f.name not in (*STATE_FILES, MANIFEST):
             try:
                 os.link(f, tmp / f.name)
             except OSError:

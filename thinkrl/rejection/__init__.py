@@ -10,8 +10,10 @@ from thinkrl.rejection.filters import (
 )
 from thinkrl.rejection.runner import (
     RewardGrader,
+    SampleError,
     SampleResult,
     add_sample_arguments,
+    require_rows,
     run_sample_cli,
     sample_dataset,
 )
@@ -20,11 +22,13 @@ __all__ = [
     "FILTERS",
     "FilterConfig",
     "RewardGrader",
+    "SampleError",
     "SampleResult",
     "add_sample_arguments",
     "filter_samples",
     "has_code_block",
     "repeated_ngram_ratio",
+    "require_rows",
     "run_sample_cli",
     "sample_dataset",
 ]

@@ -44,6 +44,10 @@ SAMPLE_DEFAULTS = EvalSampling(k=4, max_new_tokens=1024)
 """``thinkrl sample``'s sampling defaults (the pipeline's sample stage uses the same)."""
 
 
+class SampleError(RuntimeError):
+    """Rejection sampling kept no sample (the files are written; the message says what removed them)."""
+
+
 class RewardGrader:
     """Grades completions with reward callables; a sample is ``correct`` when ``correct_reward`` gives >= ``threshold``.
 
@@ -187,6 +191,23 @@ def sample_dataset(
     )
 
 
+def require_rows(result: SampleResult) -> SampleResult:
+    """``result``, or a :class:`SampleError` saying what removed every sample: an empty SFT set would only fail
+    (or train on nothing) in the next stage. ``thinkrl sample`` and the pipeline's sample stage call it."""
+    report = result.report
+    if not result.kept:
+        removed = (
+            ", ".join(f"{name} removed {n}" for name, n in report["removed"].items() if n)
+            or "nothing removed"
+        )
+        raise SampleError(
+            f"rejection sampling kept 0 of {report['total']} samples ({removed}; "
+            f"{result.out_dir / FILTER_SUMMARY_FILE}). Loosen the filters (e.g. keep: all, no max_tokens / "
+            "require_format), sample more (k, limit), or start from a stronger model"
+        )
+    return result
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def add_sample_arguments(parser: Any) -> None:
     """``thinkrl sample MODEL --data SPEC --out DIR [--k 4] [--keep correct] [filters ...]``."""
@@ -276,4 +297,5 @@ def run_sample_cli(args: Any) -> int:
     print(
         f"  -> {result.out_dir / SFT_FILE} ({len(result.kept)} rows), {result.out_dir / FILTER_SUMMARY_FILE}"
     )
+    require_rows(result)
     return 0

@@ -94,6 +94,12 @@ class SFTTrainConfig:
     """Keep the last K checkpoints."""
     resume: bool = False
     """Continue from the latest checkpoint in output_dir (same data order, optimizer and RNG states)."""
+    overwrite: bool = False
+    """A fresh run into an output_dir that holds a run (``--overwrite``) first moves that run to
+    ``OUTPUT_DIR.old-N``; without it such a run is refused. Nothing is ever deleted."""
+    resume_force: bool = False
+    """Resume from a checkpoint of another run or written with another config (e.g. a new lr after a
+    divergence); the differences are printed. Off: such a resume is refused, naming them."""
     eval_every: int = 0
     """Log the mean response loss on ``data.eval`` every N steps (and at the end); 0 disables."""
     log_every: int = 1

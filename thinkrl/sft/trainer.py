@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from thinkrl.algorithms import token_logprobs
-from thinkrl.core import resolve_device, seed_everything
+from thinkrl.core import check_positions, resolve_device, seed_everything
 from thinkrl.sft.config import SFTConfig
 from thinkrl.sft.data import SFTExample, build_examples, collate, load_sft_rows, plan_epoch, steps_in
 from thinkrl.train.loop import TrainingLoop
 from thinkrl.train.parallel import SingleProcess
+from thinkrl.train.runs import add_run_flags, check_run_dir, run_flags
 from thinkrl.train.setup import build_optimizer, build_scheduler, load_policy, prepare_policy
 
 
@@ -90,6 +91,8 @@ class SFTTrainer(TrainingLoop):
             train_rows = load_sft_rows(d.train, d.split, d.max_rows)
         self.examples, self.dropped = build_examples(train_rows, tokenizer, d, t.max_seq_len)
         self.lengths = [len(e) for e in self.examples]
+        if self.lengths:  # packed samples restart their positions: the longest sample is what must fit
+            check_positions(self.model, max(self.lengths), 0, "train.max_seq_len", item="sample")
         if eval_rows is None and d.eval:
             eval_rows = load_sft_rows(d.eval, "test")
         self.eval_examples = build_examples(eval_rows, tokenizer, d, t.max_seq_len)[0] if eval_rows else []
@@ -223,14 +226,12 @@ class SFTTrainer(TrainingLoop):
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def add_sft_arguments(parser: Any) -> None:
-    """``thinkrl sft [CONFIG.yaml] [key=value ...] [--resume]``: the same shape as ``thinkrl train``."""
+    """``thinkrl sft [CONFIG.yaml] [key=value ...] [--resume | --overwrite]``: the same shape as ``thinkrl train``."""
     parser.add_argument("config", nargs="?", help="YAML config file; omit to start from the defaults")
     parser.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. data.train=runs/sample/sft.jsonl"
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir"
-    )
+    add_run_flags(parser)
 
 
 def run_sft_cli(args: Any) -> int:
@@ -240,9 +241,9 @@ def run_sft_cli(args: Any) -> int:
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path:  # `thinkrl sft a=b` without a YAML file
         path, overrides = None, [path, *overrides]
-    if args.resume:
-        overrides.append("train.resume=true")
-    trainer = SFTTrainer(load_sft_config(path, overrides))
+    cfg = load_sft_config(path, [*overrides, *run_flags(args)])
+    check_run_dir(cfg.train)  # before a model loads
+    trainer = SFTTrainer(cfg)
     history = trainer.train()
     if history:
         print(f"final step {history[-1]['step']} train/loss={history[-1]['train/loss']:.4f}")

@@ -183,10 +183,10 @@ def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
 def load_full_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load a plain Hugging Face folder's safetensors weights into a sharded ``model`` (each rank keeps its
     shard)."""
-    from thinkrl.train.checkpoint import read_weights
+    from thinkrl.train.checkpoint import read_model_weights
 
     set_model_state_dict(
-        model, read_weights(path), options=StateDictOptions(full_state_dict=True, strict=False)
+        model, read_model_weights(model, path), options=StateDictOptions(full_state_dict=True, strict=False)
     )
 
 
@@ -200,6 +200,7 @@ def save_checkpoint(
     *,
     reference: torch.nn.Module | None = None,
     keep_last: int = 2,
+    run_id: str = "",
 ) -> Path | None:
     """Checkpoint ``step`` of a sharded run; a collective, every rank calls it. Returns the path on rank 0.
 
@@ -221,7 +222,7 @@ def save_checkpoint(
         path = checkpoint.save_checkpoint(
             run_dir, step, FullStateView(model, weights), tokenizer, trainer_state,
             reference=FullStateView(reference, ref_weights) if reference is not None else None,
-            keep_last=keep_last, staged=True,
+            keep_last=keep_last, staged=True, run_id=run_id,
         )  # fmt: skip
     dist.barrier()  # no rank reads or resumes before the checkpoint is committed
     return path

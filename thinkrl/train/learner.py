@@ -110,7 +110,6 @@ class Learner:
         returns the update's metrics (0-dim tensors, reduced over ranks)."""
         a, t = self.a, self.cfg.train
         n, lo, n_local = len(view.rewards), view.first_row, len(batch)
-        mb_size = n // a.num_minibatches
         sums: dict[str, torch.Tensor] = {}
         tokens_seen = torch.zeros(())
         grad_norms = []
@@ -118,8 +117,12 @@ class Learner:
         for _epoch in range(a.ppo_epochs):
             # minibatches are drawn from the global rows, so every rank count forms the same minibatches
             perm = torch.randperm(n, generator=gen) if not self.on_policy else torch.arange(n)
-            for m in range(a.num_minibatches):
-                mb_global = perm[m * mb_size : (m + 1) * mb_size]
+            # every row once per epoch, sizes within one of each other (dynamic sampling may keep fewer rows
+            # than planned, even fewer than num_minibatches: the empty ones only advance the lr schedule)
+            for mb_global in torch.tensor_split(perm, a.num_minibatches):
+                if len(mb_global) == 0:
+                    self.scheduler.step()
+                    continue
                 mb_rows = mb_global[(mb_global >= lo) & (mb_global < lo + n_local)] - lo  # this rank's rows
                 # normalisers of the whole (global) minibatch
                 num_seqs = float(len(mb_global))
@@ -146,7 +149,7 @@ class Learner:
         totals = self.parallel.sum(torch.cat([tokens_seen.float().view(1), local]))
         sums, tokens_seen = dict(zip(keys, totals[1:])), totals[0]
         out = {k: v / tokens_seen.clamp(min=1) for k, v in sums.items() if k != "loss"}
-        out["loss"] = sums["loss"] / (a.ppo_epochs * a.num_minibatches)
+        out["loss"] = sums["loss"] / len(grad_norms)  # the mean over the minibatches that trained
         out["grad_norm"] = torch.stack([g.detach().float().cpu() for g in grad_norms]).mean()
         return out
 

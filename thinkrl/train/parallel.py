@@ -119,15 +119,17 @@ class SingleProcess:
         *,
         reference: torch.nn.Module | None = None,
         keep_last: int = 2,
+        run_id: str = "",
     ) -> Path | None:
-        """Checkpoint ``step`` (``checkpoint.save_checkpoint``): the policy as a plain Hugging Face folder (a
-        LoRA policy merged, its adapter in ``adapter/``), ``state`` with the optimizer's; rank 0 writes."""
+        """Checkpoint ``step`` of run ``run_id`` (``checkpoint.save_checkpoint``): the policy as a plain Hugging
+        Face folder (a LoRA policy merged, its adapter in ``adapter/``), ``state`` with the optimizer's; rank 0
+        writes."""
         if not self.is_main:
             return None
         view = LoraCheckpointView(model) if is_lora(model) else model
         return save_checkpoint(
             run_dir, step, view, tokenizer, {**state, "optimizer": optimizer.state_dict()},
-            reference=reference, keep_last=keep_last,
+            reference=reference, keep_last=keep_last, run_id=run_id,
         )  # fmt: skip
 
     def load(
@@ -212,10 +214,13 @@ class FSDP(DataParallel):
         most = int(dist.all_reduce_max(torch.tensor(len(items))))
         return items if len(items) == most else [*items, *[filler()] * (most - len(items))]
 
-    def save(self, run_dir, step, model, optimizer, tokenizer, state, *, reference=None, keep_last=2):
+    def save(
+        self, run_dir, step, model, optimizer, tokenizer, state, *, reference=None, keep_last=2, run_id=""
+    ):
         return fsdp.save_checkpoint(
-            run_dir, step, model, optimizer, tokenizer, state, reference=reference, keep_last=keep_last
-        )
+            run_dir, step, model, optimizer, tokenizer, state, reference=reference, keep_last=keep_last,
+            run_id=run_id,
+        )  # fmt: skip
 
     def load(self, path, model, optimizer, *, reference=None):
         fsdp.load_sharded(path, model, optimizer)

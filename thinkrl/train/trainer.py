@@ -31,7 +31,7 @@ import torch
 from thinkrl.analysis.completions import CompletionLog, completion_records
 from thinkrl.analysis.doctor import Doctor
 from thinkrl.config import Config
-from thinkrl.core import resolve_device, seed_everything, timed
+from thinkrl.core import check_positions, resolve_device, seed_everything, timed
 from thinkrl.core.lora import is_lora
 from thinkrl.eval.files import write_json
 from thinkrl.rewards import RewardScorer
@@ -42,6 +42,7 @@ from thinkrl.train.learner import Learner, frozen_copy
 from thinkrl.train.loop import TrainingLoop
 from thinkrl.train.metrics import step_metrics, step_view
 from thinkrl.train.parallel import build_parallel
+from thinkrl.train.runs import reward_records
 from thinkrl.train.setup import (
     build_optimizer,
     build_scheduler,
@@ -81,6 +82,7 @@ class GRPOTrainer(TrainingLoop):
         t, d = cfg.train, cfg.data
         # the scorer forks its reward workers now, before this process starts threads or touches a GPU
         self.scorer = RewardScorer(*reward_pairs(cfg, reward_funcs), cfg.grading)
+        self.rewards_given = reward_funcs is not None  # the run's config.yaml records them by qualified name
         self.parallel = build_parallel(cfg)  # before anything loads: a bad world size fails on every rank
         seed_everything(t.seed)  # the same seed on every rank: data order and sampling seeds are global
         if t.num_threads:
@@ -103,6 +105,8 @@ class GRPOTrainer(TrainingLoop):
             self.train_rows, SingleTurn(tokenizer, d.template, d.system_prompt), tokenizer,
             seed=t.seed, max_tokens=d.max_prompt_tokens,
         )  # fmt: skip
+        longest = max(map(len, prompts.ids))  # fails at start, not mid-rollout, when positions run out
+        check_positions(self.model, longest, cfg.rollout.max_new_tokens, "rollout.max_new_tokens")
         if engine is None:
             engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
         self.engine = self.parallel.wrap_engine(engine, self.model)
@@ -235,7 +239,11 @@ class GRPOTrainer(TrainingLoop):
         self.collector.prompts.seek(epoch, pos)
 
     def save_reference(self) -> bool:
-        return self.reference is not None and self.cfg.algorithm.ref_refresh_steps > 0
+        # before its first refresh the reference is the initial policy: model.path, not a checkpoint's business
+        return self.reference is not None and 0 < self.cfg.algorithm.ref_refresh_steps <= self.step
+
+    def recorded_rewards(self) -> list[dict[str, Any]] | None:
+        return reward_records(self.scorer.funcs, self.scorer.weights) if self.rewards_given else None
 
     # ---------------------------------------------------------------------------------- what tests inspect
     @property
