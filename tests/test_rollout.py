@@ -339,11 +339,14 @@ def test_inverse_cdf_sampling_matches_distribution():
     assert inverse_cdf_sample(weights[:1], torch.tensor([0.0])).item() == 0
 
 
-def test_sample_tokens_greedy_and_logprob_before_truncation():
+def test_sample_tokens_greedy_and_logprob_after_truncation():
     logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
     tok, lp = sample_tokens(logits, torch.tensor([0.99]), temperature=2.0, top_k=2)
     assert tok.item() == 2  # u near 1 picks the second of the two kept tokens
-    torch.testing.assert_close(lp, torch.log_softmax(logits / 2.0, -1)[:, 2])  # untruncated distribution
+    p = torch.softmax(logits / 2.0, -1)[0]
+    torch.testing.assert_close(lp, (p[2] / (p[1] + p[2])).log().view(1))  # the truncated distribution's
+    tok, lp = sample_tokens(logits, torch.tensor([0.3]), temperature=2.0)  # no truncation: the full one
+    torch.testing.assert_close(lp, torch.log_softmax(logits / 2.0, -1)[0, tok])
     tok, lp = sample_tokens(logits, None, temperature=0.0)
     assert tok.item() == 1
     torch.testing.assert_close(lp, torch.log_softmax(logits, -1)[:, 1])
