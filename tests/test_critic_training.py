@@ -118,7 +118,9 @@ def test_a_critic_from_a_folder_and_its_refusals(tmp_path, monkeypatch):
     tr = make_trainer(tmp_path / "run", *GAE, f"critic.model={good}", "train.steps=1")
     tr.train()
     assert tr.critic.body is not None and not tr.critic.shared
-    with pytest.raises(ValueError, match=r"another tokenizer than the policy \(14 vs 14 tokens, or other ids\)"):
+    with pytest.raises(
+        ValueError, match=r"another tokenizer than the policy \(14 vs 14 tokens, or other ids\)"
+    ):
         make_trainer(tmp_path / "run2", *GAE, f"critic.model={other}")
     monkeypatch.setattr("thinkrl.train.critic.split_lm_head", lambda model: None)
     with pytest.raises(ValueError, match=r"critic.model=head needs .* set critic.model=policy"):

@@ -40,6 +40,9 @@ REWARDS = {f.__name__: f for f in (copy_digit, first_digit, constant)}
 # (10 dropped) and step 2 keeps 3 (9 dropped): the rounds run out, and 3 groups split 2 + 1 over 2 ranks.
 DYNAMIC = ["algorithm.dynamic_sampling=true", "train.seed=2", "train.steps=2", "train.save_every=0"]
 ALL_DROPPED = ["algorithm.dynamic_sampling=true", "algorithm.max_sampling_rounds=2", "train.steps=1"]
+# PPO with a critic head on the run above: GAE advantages whitened over every rank's tokens, the critic's
+# gradients summed over ranks, its values scored per rank
+CRITIC = ["algorithm.advantage=gae", "critic.lr=1e-2", "train.steps=2", "train.save_every=0"]
 
 
 def make_trainer(run_dir: Path, *overrides: str, reward: str = "copy_digit"):
@@ -80,6 +83,15 @@ def dynamic_worker(run_dir: Path, out_dir: Path) -> None:
     out["fsdp"] = sharded.train()
     out["fsdp_params"] = fsdp.full_state_dict(sharded.model)  # gathered on rank 0, {} elsewhere
     torch.save(out, out_dir / f"dynamic_rank{rank}.pt")
+    dist.destroy()
+
+
+def critic_worker(run_dir: Path, out_dir: Path) -> None:
+    """One rank: 2 PPO steps with a critic; saves its metrics, policy and critic."""
+    rank = int(os.environ["RANK"])
+    tr = make_trainer(run_dir / "critic", *CRITIC)
+    out = {"history": tr.train(), "params": params(tr.model), "critic": params(tr.critic)}
+    torch.save(out, out_dir / f"critic_rank{rank}.pt")
     dist.destroy()
 
 
@@ -196,6 +208,26 @@ def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, mon
         assert [m["dynamic/rounds"] for m in res["fsdp"]] == [r["dynamic/rounds"] for r in ref_hist]
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_critic_two_ranks_match_one_process(tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(2, tmp_path / "dp", out, "critic")
+    ranks = [torch.load(out / f"critic_rank{r}.pt") for r in range(2)]
+    ref = make_trainer(tmp_path / "single", *CRITIC)
+    ref_hist = ref.train()
+    for key in ("params", "critic"):
+        for k in ranks[0][key]:  # replicas stay bit-identical
+            assert torch.equal(ranks[0][key][k], ranks[1][key][k]), k
+    _assert_close(ranks[0]["params"], params(ref.model))
+    _assert_close(ranks[0]["critic"], params(ref.critic))
+    for m, r in zip(ranks[0]["history"], ref_hist):
+        for key in ("train/loss", "train/value_loss", "train/explained_variance", "train/value_mean"):
+            assert m[key] == pytest.approx(r[key], abs=1e-5), key
+
+
 def test_prompts_per_step_must_divide_by_world_size(tmp_path, monkeypatch):
     # WORLD_SIZE is read before any process group is joined, so the check fires without other ranks
     monkeypatch.setenv("WORLD_SIZE", "3")
@@ -238,4 +270,7 @@ def test_first_row_gives_a_rank_the_rows_of_one_process():
 
 
 if __name__ == "__main__":  # a rank launched by _launch
-    (dynamic_worker if sys.argv[3:] == ["dynamic"] else worker)(Path(sys.argv[1]), Path(sys.argv[2]))
+    mode = {"dynamic": dynamic_worker, "critic": critic_worker}.get(
+        sys.argv[3] if sys.argv[3:] else "", worker
+    )
+    mode(Path(sys.argv[1]), Path(sys.argv[2]))
