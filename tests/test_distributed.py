@@ -128,6 +128,16 @@ def _launch(world: int, run_dir: Path, out_dir: Path, *mode: str) -> None:
         assert p.returncode == 0, f"rank {rank} failed:\n{log[-4000:]}"
 
 
+def _launch_two(tmp_path: Path, monkeypatch, *mode: str) -> Path:
+    """Two ranks of ``mode`` writing to ``tmp_path/dp``; returns the folder their results are in."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(2, tmp_path / "dp", out, *mode)
+    return out
+
+
 def _ckpt_params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -136,11 +146,7 @@ def _ckpt_params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_two_ranks_match_one_process_and_resume(tmp_path, monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    _launch(2, tmp_path / "dp", out)
+    out = _launch_two(tmp_path, monkeypatch)
 
     # the reference: one process, the same global batch, 3 steps with a checkpoint after each
     ref = make_trainer(tmp_path / "single", "train.steps=3")
@@ -173,11 +179,7 @@ def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, mon
     """DAPO dynamic sampling with 2 ranks keeps the groups one process keeps, in its order, so the update (2
     minibatches drawn from the global rows) and the metrics are one process's, with plain data parallelism
     and with FSDP; a step whose every group has zero spread is skipped on both ranks, without a hang."""
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    _launch(2, tmp_path / "dp", out, "dynamic")
+    out = _launch_two(tmp_path, monkeypatch, "dynamic")
     ranks = [torch.load(out / f"dynamic_rank{r}.pt") for r in range(2)]
 
     for res in ranks:  # every round dropped every group: both ranks logged the step and returned
@@ -210,19 +212,18 @@ def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, mon
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_critic_two_ranks_match_one_process(tmp_path, monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    _launch(2, tmp_path / "dp", out, "critic")
+    out = _launch_two(tmp_path, monkeypatch, "critic")
     ranks = [torch.load(out / f"critic_rank{r}.pt") for r in range(2)]
     ref = make_trainer(tmp_path / "single", *CRITIC)
     ref_hist = ref.train()
     for key in ("params", "critic"):
         for k in ranks[0][key]:  # replicas stay bit-identical
             assert torch.equal(ranks[0][key][k], ranks[1][key][k]), k
-    _assert_close(ranks[0]["params"], params(ref.model))
-    _assert_close(ranks[0]["critic"], params(ref.critic))
+    # the value head's gradients reach the trunk too: more near-zero gradient elements, whose AdamW step
+    # (~lr * g / |g|) turns float32 rounding into ~1e-5; a different update would be O(lr) = 1e-2
+    for got, want in ((ranks[0]["params"], params(ref.model)), (ranks[0]["critic"], params(ref.critic))):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
     for m, r in zip(ranks[0]["history"], ref_hist):
         for key in ("train/loss", "train/value_loss", "train/explained_variance", "train/value_mean"):
             assert m[key] == pytest.approx(r[key], abs=1e-5), key
