@@ -122,12 +122,17 @@ def test_a_critic_from_a_folder_and_its_refusals(tmp_path, monkeypatch):
         ValueError, match=r"another tokenizer than the policy \(14 vs 14 tokens, or other ids\)"
     ):
         make_trainer(tmp_path / "run2", *GAE, f"critic.model={other}")
-    monkeypatch.setattr("thinkrl.train.critic.split_lm_head", lambda model: None)
-    with pytest.raises(ValueError, match=r"critic.model=head needs .* set critic.model=policy"):
-        make_trainer(tmp_path / "run3", *GAE)
     make_trainer(tmp_path / "plain", "train.steps=1").train()
     with pytest.raises(ValueError, match=r"checkpoint has no critic"):
         make_trainer(tmp_path / "plain", *GAE, "critic.model=policy", "train.steps=2", "train.resume=true")
+    make_trainer(tmp_path / "head", *GAE, "train.steps=1").train()
+    with pytest.raises(
+        ValueError, match=r"does not fit critic.model='policy' \(was the run started with another"
+    ):
+        make_trainer(tmp_path / "head", *GAE, "critic.model=policy", "train.steps=2", "train.resume=true")
+    monkeypatch.setattr("thinkrl.train.critic.split_lm_head", lambda model: None)
+    with pytest.raises(ValueError, match=r"critic.model=head needs .* set critic.model=policy"):
+        make_trainer(tmp_path / "run3", *GAE)
 
 
 @pytest.mark.slow

@@ -9,12 +9,18 @@ random number is drawn (the policy's runs keep their random streams).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from thinkrl.algorithms import CRITIC_ADVANTAGES
-from thinkrl.config import Config
+from thinkrl.algorithms import (
+    CRITIC_ADVANTAGES,
+    compute_critic_advantages,
+    masked_whiten,
+    outcome_token_rewards,
+)
+from thinkrl.config import AlgorithmConfig, Config
 from thinkrl.core import disable_dropout, load_model_and_tokenizer
 from thinkrl.train.batch import TrainBatch, autocast_context, hidden_states, split_lm_head
 
@@ -84,6 +90,17 @@ def build_critic(cfg: Config, model: torch.nn.Module, tokenizer: Any, parallel: 
     critic = critic.to(device)
     parallel.broadcast(critic)
     return critic
+
+
+def gae_targets(batch: TrainBatch, a: AlgorithmConfig, total: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """GAE over ``batch``'s completion tokens from its critic values (``batch.old_values``), with each row's
+    total reward on its last loss token: sets ``batch.returns`` and ``batch.advantages`` (N, T), the latter
+    whitened over the tokens of every rank (``total`` sums over ranks)."""
+    token_rewards = outcome_token_rewards(batch.rewards, batch.mask)
+    adv, batch.returns = compute_critic_advantages(
+        a.advantage, token_rewards, batch.old_values, batch.mask, gamma=a.gamma, lam=a.lam, whiten=False
+    )
+    batch.advantages = masked_whiten(adv, batch.mask, total=total)
 
 
 def _zero_head(width: int, dtype: torch.dtype) -> torch.nn.Linear:

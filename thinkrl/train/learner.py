@@ -23,12 +23,9 @@ from thinkrl.algorithms import (
     adaptive_entropy_coef,
     aggregate_loss,
     compute_advantages,
-    compute_critic_advantages,
     is_correction,
     kl_penalty,
     loss_options,
-    masked_whiten,
-    outcome_token_rewards,
     policy_loss,
     truncated_is_weights,
     value_loss,
@@ -37,7 +34,7 @@ from thinkrl.config import Config
 from thinkrl.core.lora import is_lora, reference_mode
 from thinkrl.train.batch import TrainBatch, forward_logprobs, forward_with_values
 from thinkrl.train.checks import is_bounds
-from thinkrl.train.critic import Critic, explained_variance, value_sums
+from thinkrl.train.critic import Critic, explained_variance, gae_targets, value_sums
 from thinkrl.train.metrics import StepView
 from thinkrl.train.setup import build_optimizer
 
@@ -119,7 +116,8 @@ class Learner:
         if not self.on_policy:
             batch.old_logp = self._score(batch, self._policy_logprobs)
         if self.critic is not None:
-            self._critic_targets(batch)
+            batch.old_values = self._score(batch, self._critic_values)
+            gae_targets(batch, self.a, self.parallel.sum)
 
     def score_reference(self, batch: TrainBatch) -> None:
         """The reference policy's log-probs into ``batch.ref_logp`` (nothing to do when beta = 0)."""
@@ -157,17 +155,6 @@ class Learner:
             if rows is not None:
                 out[rows, : values.shape[1]] = values.float().cpu()
         return out
-
-    def _critic_targets(self, batch: TrainBatch) -> None:
-        """The critic's values of the rollout (no grad), then GAE over the completion tokens with the total
-        reward on each row's last loss token; advantages whitened over every rank's tokens."""
-        a = self.a
-        batch.old_values = self._score(batch, self._critic_values)
-        token_rewards = outcome_token_rewards(batch.rewards, batch.mask)
-        adv, batch.returns = compute_critic_advantages(
-            a.advantage, token_rewards, batch.old_values, batch.mask, gamma=a.gamma, lam=a.lam, whiten=False
-        )
-        batch.advantages = masked_whiten(adv, batch.mask, total=self.parallel.sum)
 
     # ------------------------------------------------------------------------------------------- the update
     def update(self, batch: TrainBatch, view: StepView, step: int) -> dict[str, torch.Tensor]:
@@ -361,7 +348,13 @@ class Learner:
                     "the checkpoint has no critic (written by a run without algorithm.advantage=gae): resume "
                     "with the run's own algorithm settings, or start a new output_dir"
                 )
-            self.critic.load_state_dict(state["critic"])
+            try:
+                self.critic.load_state_dict(state["critic"])
+            except RuntimeError as e:  # another critic.model than the run was written with
+                raise ValueError(
+                    f"the checkpoint's critic does not fit critic.model={self.cfg.critic.model!r} (was the run "
+                    f"started with another critic.model?): {str(e).splitlines()[0]}"
+                ) from None
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
 
     # -------------------------------------------------------------------------------------------- after it
