@@ -1,12 +1,12 @@
 """Policy-optimisation variants side by side on the built-in demo task: one base model, one budget, 3+ seeds.
 
-    .venv/bin/python benchmarks/algorithms.py            # the default list, 3 seeds: long; a quiet machine
+    .venv/bin/python benchmarks/algorithms.py            # the default list, 3 seeds, < 1 h; a quiet machine
     .venv/bin/python benchmarks/algorithms.py --variants grpo,cispo --seeds 0 --steps 2 --eval-problems 8
     .venv/bin/python benchmarks/algorithms.py --report-only    # redraw the report from OUT/results.jsonl
 
 Every variant is a list of config overrides on ``thinkrl/demo/demo.yaml``, so it runs exactly what a user can
-select by name in a config; a variant the current config cannot express (PPO until the learner has a critic)
-is reported as skipped, with the reason. The shared budget: ``--steps`` RL steps of 16 prompts x 8 samples
+select by name in a config (docs/algorithms.md, "Choosing a variant in the config"); a variant the config
+rejects is reported as skipped, with the reason. The shared budget: ``--steps`` RL steps of 16 prompts x 8 samples
 from the shipped demo base checkpoint, each step's samples split into 4 minibatches (4 optimizer steps), so
 from the second minibatch on the update is off-policy and the clips, gates and covariance selections act
 (with one on-policy update per step every loss reduces to the same policy gradient). Held-out pass@1 (the
@@ -82,7 +82,10 @@ VARIANTS: dict[str, Variant] = {
     "sapo": Variant(("algorithm.loss=sapo",), "SAPO: soft gate, tau 1.0 / 1.05"),
     "rloo": Variant(("algorithm.advantage=rloo",), "RLOO leave-one-out baseline"),
     "reinforce_pp": Variant(("algorithm.advantage=reinforce_pp",), "REINFORCE++ with a group baseline"),
-    "ppo": Variant(("algorithm.advantage=gae",), "PPO with a critic (GAE, clipped value loss)"),
+    "ppo": Variant(
+        ("algorithm.advantage=gae", "critic.model=head", "critic.lr=1e-3", "critic.vf_coef=0.1"),
+        "PPO: a value head on the policy (lr 1e-3, vf_coef 0.1), GAE gamma = lam = 1, value clip 0.5",
+    ),
     "clip_cov": Variant(
         ("algorithm.loss=clip_cov", "algorithm.loss_agg=token_mean"), "Clip-Cov (entropy control)"
     ),
@@ -123,10 +126,11 @@ def check_variant(name: str, args: argparse.Namespace) -> str | None:
     """None when the current config accepts the variant, else the reason it cannot run yet."""
     from thinkrl.config import load_config
     from thinkrl.demo.run import DEMO_CONFIG
+    from thinkrl.train.checks import check_config
 
     try:
-        load_config(DEMO_CONFIG, overrides_for(name, 0, args, Path("unused")))
-    except ValueError as e:  # ConfigError: the variant needs config fields or a learner that do not exist yet
+        check_config(load_config(DEMO_CONFIG, overrides_for(name, 0, args, Path("unused"))))
+    except ValueError as e:  # ConfigError: a setting this version of thinkrl does not accept
         return str(e).splitlines()[0]
     return None
 
@@ -134,33 +138,29 @@ def check_variant(name: str, args: argparse.Namespace) -> str | None:
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     """One training run; returns its record (variant, seed, wall time, the metrics of every logged step)."""
     import torch
-    from thinkrl.demo.task import split_rows
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from thinkrl.config import load_config
-    from thinkrl.demo import DEMO_BASE_PATH
+    from thinkrl.core import DEMO_BASE_PATH, load_model_and_tokenizer
+    from thinkrl.data.addition import split_rows
     from thinkrl.demo.run import DEMO_CONFIG
     from thinkrl.train import GRPOTrainer
-    from thinkrl.train.setup import build_reward_funcs
 
     run_dir = args.out / "runs" / f"{name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a half-finished run from a killed bench starts over
     cfg = load_config(DEMO_CONFIG, overrides_for(name, seed, args, run_dir))
     torch.set_num_threads(args.threads)
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_BASE_PATH))
-    tokenizer = AutoTokenizer.from_pretrained(str(DEMO_BASE_PATH))
-    train_rows, held_rows = split_rows(seed=0)  # the demo's fixed split: every run sees the same problems
-    eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[: args.eval_problems])]
-    funcs, weights = build_reward_funcs(cfg)
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    trainer = GRPOTrainer(cfg, model=model, tokenizer=tokenizer, reward_funcs=list(zip(funcs, weights)),
-                          train_rows=train_rows, eval_rows=eval_rows)  # fmt: skip
+    model, tokenizer = load_model_and_tokenizer(str(DEMO_BASE_PATH), dtype=cfg.model.dtype)
+    train_rows, held_rows = split_rows(seed=0)  # the demo's fixed split: every run sees the same problems
+    eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[: args.eval_problems])]
+    trainer = GRPOTrainer(cfg, model=model, tokenizer=tokenizer, train_rows=train_rows, eval_rows=eval_rows)
     trainer.train()
     seconds = time.perf_counter() - start
     steps = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
     return {"variant": name, "seed": seed, "seconds": round(seconds, 2), "load_before": round(load, 2),
-            "config": list(VARIANTS[name].overrides), "steps": steps}  # fmt: skip
+            "load_after": round(os.getloadavg()[0], 2), "config": list(VARIANTS[name].overrides),
+            "steps": steps}  # fmt: skip
 
 
 def curve(records: list[dict], key: str) -> tuple[list[int], list[float], list[float]]:
@@ -246,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default=DEFAULT, help=f"comma-separated, from: {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated train.seed values (3+ for intervals)")
-    p.add_argument("--steps", type=int, default=30, help="RL steps per run (the demo's 30)")
-    p.add_argument("--eval-every", type=int, default=5)
+    # the budget: with 4 optimizer steps a step, the demo's held-out pass@1 is near its ceiling after ~8 steps;
+    # 30 runs of 8 steps and 5 evaluations fit in an hour on the 2-core machine (docs/algorithms.md)
+    p.add_argument("--steps", type=int, default=8, help="RL steps per run")
+    p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--eval-problems", type=int, default=50, help="held-out problems per evaluation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "algorithms")

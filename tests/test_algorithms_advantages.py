@@ -186,3 +186,11 @@ def test_bad_shapes_raise():
         compute_advantages("grpo", torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="integer"):
         compute_advantages("grpo", torch.zeros(2), torch.zeros(2))
+
+
+@pytest.mark.parametrize("name", sorted(ADVANTAGES))
+def test_every_estimator_is_group_relative(name):
+    """Groups of one get exactly 0 from every registered estimator (reinforce_pp included): why the config
+    requires rollout.group_size >= 2 for all of ADVANTAGES and for none of CRITIC_ADVANTAGES."""
+    adv = compute_advantages(name, torch.tensor([1.0, 0.0, 3.0]), torch.tensor([0, 1, 2]))
+    assert torch.equal(adv, torch.zeros(3))

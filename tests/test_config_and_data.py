@@ -38,7 +38,7 @@ def test_yaml_then_overrides(tmp_path):
         (["rollout.group_size=1"], r"group-relative advantage needs G >= 2"),
         (
             ["algorithm.advantage=ppo"],
-            r"algorithm.advantage='ppo' is unknown; valid: dr_grpo, grpo, reinforce_pp, rloo",
+            r"algorithm.advantage='ppo' is unknown; valid: dr_grpo, gae, grpo, reinforce_pp, rloo",
         ),
         (["algorithm.loss_agg=mean"], r"valid: seq_mean_token_mean, seq_mean_token_sum_norm, token_mean"),
         (["algorithm.kl_estimator=k4"], r"valid: k1, k2, k3"),

@@ -40,6 +40,9 @@ REWARDS = {f.__name__: f for f in (copy_digit, first_digit, constant)}
 # (10 dropped) and step 2 keeps 3 (9 dropped): the rounds run out, and 3 groups split 2 + 1 over 2 ranks.
 DYNAMIC = ["algorithm.dynamic_sampling=true", "train.seed=2", "train.steps=2", "train.save_every=0"]
 ALL_DROPPED = ["algorithm.dynamic_sampling=true", "algorithm.max_sampling_rounds=2", "train.steps=1"]
+# PPO with a critic head on the run above: GAE advantages whitened over every rank's tokens, the critic's
+# gradients summed over ranks, its values scored per rank
+CRITIC = ["algorithm.advantage=gae", "critic.lr=1e-2", "train.steps=2", "train.save_every=0"]
 
 
 def make_trainer(run_dir: Path, *overrides: str, reward: str = "copy_digit"):
@@ -83,6 +86,15 @@ def dynamic_worker(run_dir: Path, out_dir: Path) -> None:
     dist.destroy()
 
 
+def critic_worker(run_dir: Path, out_dir: Path) -> None:
+    """One rank: 2 PPO steps with a critic; saves its metrics, policy and critic."""
+    rank = int(os.environ["RANK"])
+    tr = make_trainer(run_dir / "critic", *CRITIC)
+    out = {"history": tr.train(), "params": params(tr.model), "critic": params(tr.critic)}
+    torch.save(out, out_dir / f"critic_rank{rank}.pt")
+    dist.destroy()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,6 +128,16 @@ def _launch(world: int, run_dir: Path, out_dir: Path, *mode: str) -> None:
         assert p.returncode == 0, f"rank {rank} failed:\n{log[-4000:]}"
 
 
+def _launch_two(tmp_path: Path, monkeypatch, *mode: str) -> Path:
+    """Two ranks of ``mode`` writing to ``tmp_path/dp``; returns the folder their results are in."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(2, tmp_path / "dp", out, *mode)
+    return out
+
+
 def _ckpt_params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -124,11 +146,7 @@ def _ckpt_params(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_two_ranks_match_one_process_and_resume(tmp_path, monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    _launch(2, tmp_path / "dp", out)
+    out = _launch_two(tmp_path, monkeypatch)
 
     # the reference: one process, the same global batch, 3 steps with a checkpoint after each
     ref = make_trainer(tmp_path / "single", "train.steps=3")
@@ -161,11 +179,7 @@ def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, mon
     """DAPO dynamic sampling with 2 ranks keeps the groups one process keeps, in its order, so the update (2
     minibatches drawn from the global rows) and the metrics are one process's, with plain data parallelism
     and with FSDP; a step whose every group has zero spread is skipped on both ranks, without a hang."""
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    _launch(2, tmp_path / "dp", out, "dynamic")
+    out = _launch_two(tmp_path, monkeypatch, "dynamic")
     ranks = [torch.load(out / f"dynamic_rank{r}.pt") for r in range(2)]
 
     for res in ranks:  # every round dropped every group: both ranks logged the step and returned
@@ -194,6 +208,25 @@ def test_dynamic_sampling_two_ranks_keep_the_groups_of_one_process(tmp_path, mon
     _assert_close(ranks[0]["fsdp_params"], params(ref.model))
     for res in ranks:
         assert [m["dynamic/rounds"] for m in res["fsdp"]] == [r["dynamic/rounds"] for r in ref_hist]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_critic_two_ranks_match_one_process(tmp_path, monkeypatch):
+    out = _launch_two(tmp_path, monkeypatch, "critic")
+    ranks = [torch.load(out / f"critic_rank{r}.pt") for r in range(2)]
+    ref = make_trainer(tmp_path / "single", *CRITIC)
+    ref_hist = ref.train()
+    for key in ("params", "critic"):
+        for k in ranks[0][key]:  # replicas stay bit-identical
+            assert torch.equal(ranks[0][key][k], ranks[1][key][k]), k
+    # the value head's gradients reach the trunk too: more near-zero gradient elements, whose AdamW step
+    # (~lr * g / |g|) turns float32 rounding into ~1e-5; a different update would be O(lr) = 1e-2
+    for got, want in ((ranks[0]["params"], params(ref.model)), (ranks[0]["critic"], params(ref.critic))):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+    for m, r in zip(ranks[0]["history"], ref_hist):
+        for key in ("train/loss", "train/value_loss", "train/explained_variance", "train/value_mean"):
+            assert m[key] == pytest.approx(r[key], abs=1e-5), key
 
 
 def test_prompts_per_step_must_divide_by_world_size(tmp_path, monkeypatch):
@@ -238,4 +271,7 @@ def test_first_row_gives_a_rank_the_rows_of_one_process():
 
 
 if __name__ == "__main__":  # a rank launched by _launch
-    (dynamic_worker if sys.argv[3:] == ["dynamic"] else worker)(Path(sys.argv[1]), Path(sys.argv[2]))
+    mode = {"dynamic": dynamic_worker, "critic": critic_worker}.get(
+        sys.argv[3] if sys.argv[3:] else "", worker
+    )
+    mode(Path(sys.argv[1]), Path(sys.argv[2]))

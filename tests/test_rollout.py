@@ -20,6 +20,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from thinkrl.algorithms import truncated_token_logprobs
 from thinkrl.rollout import HFEngine, Rollout, SamplingParams
 from thinkrl.rollout import token_draw as sampling_mod
 from thinkrl.rollout.hf import DROP_FRACTION, MAX_IDLE_STEPS, _new_cache
@@ -142,9 +143,11 @@ def test_logprobs_match_full_forward_and_rollout_contract(tokenizer, qwen):
         prompt = prompts[int(out.group_ids[i])]
         with torch.no_grad():
             logits = qwen(input_ids=torch.tensor([prompt + comp])).logits[0]  # (L, V)
-        ref = torch.log_softmax(logits[len(prompt) - 1 : -1].float() / 0.7, dim=-1)  # (len, V)
-        ref = ref.gather(-1, torch.tensor(comp).unsqueeze(-1)).squeeze(-1)
-        torch.testing.assert_close(out.logprobs[i, :length], ref, atol=1e-4, rtol=0)
+        # the truncated distribution the token was drawn from (top-k 20, then top-p 0.9), as the learner scores it
+        ref, _ = truncated_token_logprobs(
+            logits[None, len(prompt) - 1 : -1], torch.tensor([comp]), 0.7, top_k=20, top_p=0.9
+        )
+        torch.testing.assert_close(out.logprobs[i, :length], ref[0], atol=1e-4, rtol=0)
         stopped = comp[-1] in [*params.stop_token_ids, EOS]
         assert out.finish_reasons[i] == ("stop" if stopped else "length")
         assert stopped or length == params.max_new_tokens
@@ -218,8 +221,8 @@ def test_top_k_1_and_tiny_top_p_equal_greedy(tokenizer, qwen):
     for kw in (dict(top_k=1), dict(top_p=1e-6)):
         out = engine.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=1, **kw))
         assert out.completion_ids.tolist() == greedy.completion_ids.repeat_interleave(2, 0).tolist()
-        # temperature 1: the untruncated log-softmax equals greedy's log_softmax(logits)
-        torch.testing.assert_close(out.logprobs, greedy.logprobs.repeat_interleave(2, 0), atol=1e-5, rtol=0)
+        # the truncated distribution keeps one token: it is drawn with probability 1 (log-prob 0)
+        assert (out.logprobs[out.completion_mask] == 0).all()
 
 
 def test_finished_rows_leave_the_decode_batch_and_prompt_is_shared(tokenizer, qwen):
@@ -339,11 +342,14 @@ def test_inverse_cdf_sampling_matches_distribution():
     assert inverse_cdf_sample(weights[:1], torch.tensor([0.0])).item() == 0
 
 
-def test_sample_tokens_greedy_and_logprob_before_truncation():
+def test_sample_tokens_greedy_and_logprob_after_truncation():
     logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
     tok, lp = sample_tokens(logits, torch.tensor([0.99]), temperature=2.0, top_k=2)
     assert tok.item() == 2  # u near 1 picks the second of the two kept tokens
-    torch.testing.assert_close(lp, torch.log_softmax(logits / 2.0, -1)[:, 2])  # untruncated distribution
+    p = torch.softmax(logits / 2.0, -1)[0]
+    torch.testing.assert_close(lp, (p[2] / (p[1] + p[2])).log().view(1))  # the truncated distribution's
+    tok, lp = sample_tokens(logits, torch.tensor([0.3]), temperature=2.0)  # no truncation: the full one
+    torch.testing.assert_close(lp, torch.log_softmax(logits / 2.0, -1)[0, tok])
     tok, lp = sample_tokens(logits, None, temperature=0.0)
     assert tok.item() == 1
     torch.testing.assert_close(lp, torch.log_softmax(logits, -1)[:, 1])

@@ -154,6 +154,9 @@ def reinforce_pp_advantages(
     return (x / (std + eps).clamp(min=_TINY)).float()
 
 
+# Every estimator here is group-relative: it compares a completion with its group, so a group of one gets 0
+# (train.checks requires G >= 2 for all of them). Estimators that need a critic's values instead live in
+# critic.py's CRITIC_ADVANTAGES.
 ADVANTAGES: dict[str, AdvantageFn] = {
     "grpo": grpo_advantages,
     "dr_grpo": dr_grpo_advantages,

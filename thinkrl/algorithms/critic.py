@@ -45,19 +45,30 @@ def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return torch.where(at_last, rewards.unsqueeze(-1).to(torch.float32), torch.zeros((), dtype=torch.float32))
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps: float = 1e-8,
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``(x - mean) / sqrt(var + eps)`` over the masked entries (Bessel-corrected var, as TRL's and verl's
     ``masked_whiten``), 0 on padding. With fewer than two masked entries there is no variance: the result is
     ``x - mean`` (0), never NaN (verl raises there).
+
+    ``total``: when the batch is split over processes, a function that sums a tensor over all of them (an
+    all-reduce), so mean and variance are the whole batch's; None = ``values`` is the whole batch.
 
     >>> masked_whiten(torch.tensor([[1.0, 3.0, 99.0]]), torch.tensor([[1, 1, 0]]))  # mean 2, var 2
     tensor([[-0.7071,  0.7071,  0.0000]])
     """
     m = mask.bool()
-    mean = masked_mean(values, m)
+    total = total or (lambda t: t)
+    n = total(m.sum())
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    mean = total(torch.where(m, values, zero).sum()) / n.clamp(min=1).to(values.dtype)
     centred = torch.where(m, values - mean, torch.zeros_like(values))
-    n = m.sum()
-    var = centred.square().sum() / (n - 1).clamp(min=1)
+    var = total(centred.square().sum()) / (n - 1).clamp(min=1)
     scale = torch.where(n > 1, torch.rsqrt(var + eps), torch.ones_like(var))
     return centred * scale
 

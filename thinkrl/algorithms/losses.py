@@ -120,14 +120,16 @@ def reinforce_loss(
     is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Unclipped policy gradient: ``-A * r``. On-policy (``old_logp = logp.detach()``, r = 1) its gradient is
-    REINFORCE's ``-A grad logp``. ``clip_low``, ``clip_high`` and ``dual_clip`` are accepted (one signature
-    per registry) and ignored; the clip-fraction metrics are reported as 0 so logs have the same keys.
+    REINFORCE's ``-A grad logp``. ``clip_low`` and ``clip_high`` are accepted (one signature per registry)
+    and ignored; ``dual_clip`` raises (it would silently do nothing). The clip-fraction metrics are
+    reported as 0 so logs have the same keys.
 
     >>> lp = torch.log(torch.tensor([[1.5, 0.5]]))
     >>> reinforce_loss(lp, torch.zeros(1, 2), torch.tensor([2.0]), torch.ones(1, 2))[0]
     tensor([[-3., -1.]])
     """
     check_loss_inputs(logp, old_logp, advantages, mask)
+    refuse("reinforce", dual_clip=dual_clip)
     ratio = importance_ratio(logp, old_logp, mask, ratio_level)  # (N, T)
     loss = masked_loss(-token_advantages(advantages) * ratio, mask, is_weights)
     return loss, _no_clip_metrics(ratio, logp, old_logp, mask)

@@ -19,6 +19,7 @@ from thinkrl.config.loading import ConfigError, config_to_yaml, explain_error, l
 from thinkrl.config.schema import (
     AlgorithmConfig,
     Config,
+    CriticConfig,
     DataConfig,
     DoctorConfig,
     EvalConfig,
@@ -49,6 +50,7 @@ __all__ = [
     "AlgorithmConfig",
     "Config",
     "ConfigError",
+    "CriticConfig",
     "DataConfig",
     "DoctorConfig",
     "EvalConfig",

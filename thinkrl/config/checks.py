@@ -79,6 +79,36 @@ def check_doctor_fields(cfg: Any) -> None:
         check(v > 0, f"doctor.{name}={v} must be > 0")
 
 
+def check_algorithm_extras(cfg: Config) -> None:
+    """Ranges of the entropy controller, the off-policy correction, GAE and the critic. (Names, loss options
+    and IS bounds are checked against the functions themselves by ``thinkrl.train.checks``.)"""
+    a, c = cfg.algorithm, cfg.critic
+    if a.entropy_target is not None:
+        check(a.entropy_target > 0, f"algorithm.entropy_target={a.entropy_target} must be > 0 nats or null")
+        check(a.entropy_coef_delta >= 0, f"algorithm.entropy_coef_delta={a.entropy_coef_delta} must be >= 0")
+        check(
+            0 <= a.entropy_coef_min <= a.entropy_coef_max,
+            f"algorithm.entropy_coef_min={a.entropy_coef_min}, entropy_coef_max={a.entropy_coef_max}: need "
+            "0 <= entropy_coef_min <= entropy_coef_max",
+        )
+    check(
+        a.is_correction is not None or (a.is_low is None and a.is_high is None),
+        "algorithm.is_low/is_high are set but algorithm.is_correction is null, so they would do nothing; set "
+        "algorithm.is_correction (token_tis, seq_tis, token_mask, seq_mask) or remove the bounds",
+    )
+    check(
+        a.is_correction is None or a.tis_cap is None,
+        f"algorithm.tis_cap={a.tis_cap} and algorithm.is_correction={a.is_correction!r} are both set; tis_cap=c is "
+        "is_correction=token_tis with is_high=c: keep one",
+    )
+    check(0 <= a.gamma <= 1 and 0 <= a.lam <= 1, f"algorithm.gamma={a.gamma}, lam={a.lam} must be in [0, 1]")
+    check(c.lr > 0, f"critic.lr={c.lr} must be > 0")
+    check(c.value_clip is None or c.value_clip > 0, f"critic.value_clip={c.value_clip} must be > 0 or null")
+    check(c.vf_coef > 0, f"critic.vf_coef={c.vf_coef} must be > 0 (0 would never train the critic)")
+    check(c.warmup_steps >= 0, f"critic.warmup_steps={c.warmup_steps} must be >= 0")
+    check(bool(c.model), "critic.model is empty; use head, policy, or a model folder or name")
+
+
 def validate(cfg: Config) -> None:
     """Reject bad values and bad combinations at start, with a message naming the field and the fix.
 
@@ -87,11 +117,6 @@ def validate(cfg: Config) -> None:
     """
     r, a, t, ev = cfg.rollout, cfg.algorithm, cfg.train, cfg.eval
     check(r.group_size >= 1, f"rollout.group_size={r.group_size} must be >= 1")
-    check(
-        r.group_size >= 2 or a.advantage not in ("grpo", "dr_grpo", "rloo"),
-        f"rollout.group_size={r.group_size} with algorithm.advantage={a.advantage!r}: a group-relative advantage "
-        "needs G >= 2 samples per prompt (every advantage would be 0); set rollout.group_size=2 or more",
-    )
     check(r.prompts_per_step >= 1, f"rollout.prompts_per_step={r.prompts_per_step} must be >= 1")
     check(
         r.temperature > 0,
@@ -130,6 +155,7 @@ def validate(cfg: Config) -> None:
     )
     check(a.max_sampling_rounds >= 1, "algorithm.max_sampling_rounds must be >= 1")
     check(a.tis_cap is None or a.tis_cap > 0, "algorithm.tis_cap must be > 0 or null")
+    check_algorithm_extras(cfg)
     check(a.ref_refresh_steps >= 0, "algorithm.ref_refresh_steps must be >= 0")
     check(t.steps >= 0, "train.steps must be >= 0")
     check_train_fields(t)

@@ -5,7 +5,8 @@ Defaults are the DeepSeek-R1 paper's where it gives one (Nature 2025, supplement
 DeepSeek-R1-Zero": lr 3e-6, KL coefficient 0.001, temperature 1.0, 16 samples per question, 32 questions per
 step, the 512 samples split into 16 minibatches for one inner epoch, reference replaced every 400 steps).
 
-The reward and monitoring sections live in ``grading.py`` and ``monitoring.py`` (re-exported here).
+The reward, monitoring and critic sections live in ``grading.py``, ``monitoring.py`` and ``critic.py``
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from thinkrl.config.critic import CriticConfig
 from thinkrl.config.grading import GradingConfig, RewardSpec, SandboxConfig
 from thinkrl.config.monitoring import DoctorConfig, LogConfig
 
@@ -123,13 +125,18 @@ class RolloutConfig:
 @dataclass
 class AlgorithmConfig:
     advantage: str = "grpo"
-    """Advantage estimator: grpo (DeepSeekMath/R1), dr_grpo, rloo, reinforce_pp."""
+    """Advantage estimator: grpo (DeepSeekMath/R1), dr_grpo, rloo, reinforce_pp (group-relative: G >= 2), or
+    gae (PPO with a learned critic, the ``critic`` section)."""
     adv_eps: float = 1e-6
     """Added to the group std in ``grpo`` so all-equal groups give 0, not NaN."""
     std_unbiased: bool = True
     """Bessel-corrected group std, as torch.std in TRL and verl."""
     loss: str = "ppo_clip"
-    """Policy loss: ppo_clip (GRPO's clipped surrogate) or reinforce."""
+    """Policy loss: ppo_clip (GRPO's clipped surrogate), reinforce, cispo, sapo, gmpo, clip_cov, kl_cov
+    (formulas, sources and the TRL/verl settings they match: docs/algorithms.md)."""
+    loss_options: dict[str, float] = field(default_factory=dict)
+    """The selected loss's own hyper-parameters, e.g. ``{sapo_tau_pos: 1.0, sapo_tau_neg: 1.05}``; unset ones
+    keep the source's default (``thinkrl.algorithms.loss_options(name)``); one the loss does not take fails."""
     clip_low: float = 0.2
     """PPO clip: the ratio is kept >= 1 - clip_low (DeepSeekMath uses 0.2)."""
     clip_high: float = 0.2
@@ -148,7 +155,17 @@ class AlgorithmConfig:
     ref_refresh_steps: int = 0
     """Replace the reference with the current policy every N steps (R1 Nature: 400); 0 never."""
     entropy_coef: float = 0.0
-    """Entropy bonus coefficient (0 = metric only)."""
+    """Entropy bonus coefficient (0 = metric only); the starting value when ``entropy_target`` is set."""
+    entropy_target: float | None = None
+    """Adaptive entropy control (Skywork-OR1): while the mean token entropy (nats) is below this, the bonus is
+    applied and its coefficient rises by ``entropy_coef_delta`` a step, else it falls and is not applied;
+    counters entropy collapse only when it happens. null keeps ``entropy_coef`` constant (Skywork: 0.2)."""
+    entropy_coef_delta: float = 1e-4
+    """Adaptive entropy: change of the coefficient per step (Skywork-OR1's 1e-4)."""
+    entropy_coef_min: float = 0.0
+    """Adaptive entropy: lower bound of the coefficient."""
+    entropy_coef_max: float = 0.005
+    """Adaptive entropy: upper bound of the coefficient (Skywork-OR1's 0.005), so the bonus cannot explode."""
     ppo_epochs: int = 1
     """mu, passes over each step's samples (R1: 1)."""
     num_minibatches: int = 1
@@ -161,7 +178,19 @@ class AlgorithmConfig:
     mask_truncated: bool = False
     """DAPO overlong filtering: completions cut at max_new_tokens get no loss."""
     tis_cap: float | None = None
-    """Truncated importance sampling: weight tokens by min(pi_train/pi_sampler, cap) against engine mismatch."""
+    """Truncated importance sampling: weight tokens by min(pi_train/pi_sampler, cap) against engine mismatch
+    (the same as is_correction=token_tis with is_high=cap)."""
+    is_correction: str | None = None
+    """Off-policy correction of the sampler/trainer gap: token_tis, seq_tis (truncate the ratio), token_mask,
+    seq_mask (IcePop: zero tokens whose ratio leaves [is_low, is_high]); null disables."""
+    is_low: float | None = None
+    """Lower bound of the is_correction band; null = the correction's default (tis: none; mask: 0.5)."""
+    is_high: float | None = None
+    """Upper bound of the is_correction band; null = the correction's default (tis: 2; mask: 5); .inf drops it."""
+    gamma: float = 1.0
+    """GAE discount over completion tokens (advantage=gae; verl 1.0). 1 with an outcome reward: A_t = R - V_t."""
+    lam: float = 1.0
+    """GAE lambda (advantage=gae; verl 1.0, TRL's PPO 0.95): lower trades variance for the critic's bias."""
 
 
 @dataclass
@@ -290,6 +319,8 @@ class Config:
     grading: GradingConfig = field(default_factory=GradingConfig)
     """Time limits, workers and the sandbox of the reward functions (thinkrl.rewards)."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    """PPO's value model (used with algorithm.advantage=gae)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -300,6 +331,7 @@ class Config:
 __all__ = [
     "AlgorithmConfig",
     "Config",
+    "CriticConfig",
     "DataConfig",
     "DoctorConfig",
     "EvalConfig",

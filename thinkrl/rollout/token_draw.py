@@ -109,7 +109,7 @@ def sample_tokens(
     top_k: int = 0,
     top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick the next token of each row and its log-prob under the untruncated sampling distribution.
+    """Pick the next token of each row and its log-prob under the distribution it was drawn from.
 
     Args:
         logits: (B, V) next-token logits, any float dtype.
@@ -120,7 +120,8 @@ def sample_tokens(
     Returns:
         tokens: (B,) long.
         logprobs: (B,) float32, log_softmax(logits / temperature) at the token (log_softmax(logits) when
-        greedy), i.e. before truncation, the same quantity the trainer recomputes.
+        greedy); with top-k / top-p, the log-prob under the truncated, renormalised distribution (vLLM's
+        ``processed_logprobs``), which the trainer recomputes with ``truncated_token_logprobs``.
 
     >>> tok, lp = sample_tokens(torch.tensor([[0.0, 2.0, 1.0]]), None, temperature=0.0)
     >>> tok.tolist()
@@ -135,5 +136,8 @@ def sample_tokens(
         logp = torch.log_softmax(logits / temperature, dim=-1)  # (B, V)
         kept, index = truncate_probs(logp.exp(), top_k, top_p)
         col = inverse_cdf_sample(kept, u)  # (B,)
-        tokens = col if index is None else index.gather(-1, col.unsqueeze(-1)).squeeze(-1)
+        if index is not None:  # truncated: the drawn token's share of the kept mass
+            chosen = kept.gather(-1, col.unsqueeze(-1)).squeeze(-1)
+            return index.gather(-1, col.unsqueeze(-1)).squeeze(-1), (chosen / kept.sum(-1)).log()
+        tokens = col
     return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from thinkrl.algorithms import entropy_from_logits, lm_head_logprobs, token_logprobs
+from thinkrl.algorithms import entropy_from_logits, lm_head_logprobs, token_logprobs, truncated_token_logprobs
 from thinkrl.rollout.base import Rollout
 from thinkrl.rollout.trajectories import Trajectories
 
@@ -28,11 +28,14 @@ class TrainBatch:
     attention_mask: torch.Tensor  # (N, Lp + T) long
     completion_ids: torch.Tensor  # (N, T) long
     mask: torch.Tensor  # (N, T) float: 1 on completion tokens that carry loss
-    advantages: torch.Tensor  # (N,) float
+    advantages: torch.Tensor  # (N,) float, or (N, T) per token (GAE with a critic)
     sampler_logp: torch.Tensor  # (N, T) float: the engine's log-probs of the sampled tokens
     group_ids: torch.Tensor | None = None  # (N,) long: rows with the same id share one prompt
     old_logp: torch.Tensor | None = None  # (N, T) pi_old, set when the update is not on-policy
     ref_logp: torch.Tensor | None = None  # (N, T) reference policy, set when beta > 0
+    rewards: torch.Tensor | None = None  # (N,) float: each completion's total reward
+    old_values: torch.Tensor | None = None  # (N, T) the critic's values when the rollout was scored
+    returns: torch.Tensor | None = None  # (N, T) the critic's targets (GAE advantages + old values)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -52,17 +55,29 @@ class TrainBatch:
         def comp(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x[idx][:, :t]
 
+        def row(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[idx]
+
         return TrainBatch(
             input_ids=self.input_ids[idx][:, seq],
             attention_mask=attn[:, seq],
             completion_ids=comp(self.completion_ids),
             mask=comp(self.mask),
-            advantages=self.advantages[idx],
+            advantages=row(self.advantages) if self.advantages.dim() == 1 else comp(self.advantages),
             sampler_logp=comp(self.sampler_logp),
-            group_ids=None if self.group_ids is None else self.group_ids[idx],
+            group_ids=row(self.group_ids),
             old_logp=comp(self.old_logp),
             ref_logp=comp(self.ref_logp),
+            rewards=row(self.rewards),
+            old_values=comp(self.old_values),
+            returns=comp(self.returns),
         )
+
+    def row_advantages(self) -> torch.Tensor:
+        """(N,) one advantage per completion: per-token advantages averaged over the row's loss tokens."""
+        if self.advantages.dim() == 1:
+            return self.advantages
+        return (self.advantages * self.mask).sum(-1) / self.mask.sum(-1).clamp(min=1)
 
 
 def build_batch(
@@ -78,10 +93,12 @@ def build_batch(
 
 def batch_from_trajectories(traj: Trajectories, advantages: torch.Tensor, pad_id: int) -> TrainBatch:
     """The collector's trajectories with their advantages (N,), ready for forward passes."""
-    return _pair(
+    batch = _pair(
         traj.prompt_ids, traj.completion_ids, traj.attention_mask, traj.loss_mask, traj.sampler_logp,
         traj.group_ids, advantages, pad_id,
     )  # fmt: skip
+    batch.rewards = traj.rewards.float()
+    return batch
 
 
 def _pair(
@@ -123,6 +140,8 @@ def forward_logprobs(
     share_prompt: bool = False,
     fused_head: bool = False,
     autocast: str = "none",
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, T) of the completion tokens under ``model`` at ``temperature``, and optionally the entropy
     (N, T), which keeps its graph only when ``entropy_grad`` (an entropy bonus in the loss).
@@ -133,17 +152,84 @@ def forward_logprobs(
     no (N, T, V) logits tensor exists; models whose head is not a plain linear layer (see
     :func:`split_lm_head`) take the logits path. All four paths give the same values and gradients (tested).
     ``autocast="bf16"`` runs the forward under ``torch.autocast`` in bfloat16 (log-probs still float32).
+    ``top_k`` > 0 or ``top_p`` < 1: the log-probs are those of the truncated distribution the sampler drew
+    from (``truncated_token_logprobs``; the logits path); the entropy stays the full distribution's.
     """
+    logp, entropy, _ = _forward(
+        model, batch, temperature, with_entropy or entropy_grad, entropy_grad, share_prompt,
+        fused_head and not _truncating(top_k, top_p), autocast, top_k, top_p, None,
+    )  # fmt: skip
+    return logp, entropy
+
+
+def forward_with_values(
+    model: torch.nn.Module,
+    value_head: torch.nn.Module,
+    batch: TrainBatch,
+    temperature: float,
+    *,
+    entropy_grad: bool = False,
+    share_prompt: bool = False,
+    autocast: str = "none",
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`forward_logprobs` with the entropy, plus ``value_head`` applied to the same forward's last
+    hidden states: values (N, T) float32 of the states before each completion token (a critic's head on the
+    policy's trunk, one forward for both). Needs a model whose logits are ``lm_head(hidden)``
+    (:func:`split_lm_head`); raises ``ValueError`` otherwise."""
+    return _forward(
+        model, batch, temperature, True, entropy_grad, share_prompt, True, autocast, top_k, top_p, value_head
+    )
+
+
+def hidden_states(body: torch.nn.Module, batch: TrainBatch, *, share_prompt: bool = False) -> torch.Tensor:
+    """(N, T, D) last hidden states of a backbone (a model without its LM head) at the positions before each
+    completion token, i.e. the states whose logits predict it (a separate critic's input)."""
+    if share_prompt and batch.group_ids is not None:
+        return _shared_prompt_states(body, batch, logits=False)
+    return _plain_states(body, batch, logits=False)
+
+
+def _truncating(top_k: int, top_p: float) -> bool:
+    return top_k > 0 or top_p < 1.0
+
+
+def _forward(
+    model: torch.nn.Module,
+    batch: TrainBatch,
+    temperature: float,
+    want_entropy: bool,
+    entropy_grad: bool,
+    share_prompt: bool,
+    fused_head: bool,
+    autocast: str,
+    top_k: int,
+    top_p: float,
+    value_head: torch.nn.Module | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     parts = split_lm_head(model) if fused_head else None
+    if value_head is not None and parts is None:
+        raise ValueError(
+            f"critic.model=head needs the policy's logits to be lm_head(last hidden state); {type(model).__name__}"
+            " is not such a model (softcapping, logit scaling, LoRA on the head, FSDP): set critic.model=policy "
+            "(a separate critic)"
+        )
     body = model if parts is None else parts[0]
+    values = None
     with autocast_context(next(model.parameters()).device, autocast):
         if share_prompt and batch.group_ids is not None:
             states = _shared_prompt_states(body, batch, logits=parts is None)
         else:
             states = _plain_states(body, batch, logits=parts is None)  # (N, T, V) logits or (N, T, D) states
-        return _logprobs_from_states(
-            states, parts, batch, temperature, with_entropy or entropy_grad, entropy_grad
+        if value_head is not None:
+            values = value_head(states).squeeze(-1).float()  # (N, T)
+            if _truncating(top_k, top_p):  # the truncated log-probs take the logits path
+                states, parts = parts[1](states), None
+        logp, entropy = _logprobs_from_states(
+            states, parts, batch, temperature, want_entropy, entropy_grad, top_k, top_p
         )
+    return logp, entropy, values
 
 
 def autocast_context(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
@@ -169,15 +255,21 @@ def _logprobs_from_states(
     temperature: float,
     want_entropy: bool,
     entropy_grad: bool,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (and entropy) from (N, T, V) logits (``parts`` None) or (N, T, D) hidden states and the head."""
+    """Log-probs (and entropy) from (N, T, V) logits (``parts`` None) or (N, T, D) hidden states and the head;
+    truncated (top-k / top-p) only on the logits path."""
     tokens = batch.completion_ids.to(states.device)
     if parts is not None:
         head = parts[1]
         logp, entropy = lm_head_logprobs(states, head.weight, tokens, temperature, bias=head.bias)
         keep_graph = entropy_grad and torch.is_grad_enabled()
         return logp, (entropy if keep_graph else entropy.detach()) if want_entropy else None
-    logp = token_logprobs(states, tokens, temperature)
+    if _truncating(top_k, top_p):
+        logp = truncated_token_logprobs(states, tokens, temperature, top_k=top_k, top_p=top_p)[0]
+    else:
+        logp = token_logprobs(states, tokens, temperature)
     entropy = None
     if want_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):

@@ -258,6 +258,10 @@ class TrainingLoop:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.seek_data(state["data_epoch"], state["data_pos"])
         set_rng_state(state["rng"])
+        self.load_state(state)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Called by :meth:`resume` with the checkpoint's state: restore what a subclass's ``state_dict`` added."""
 
 
 class _NullLogger:

@@ -5,7 +5,7 @@ the weights, so the collector and the learner never ask which mode they run in.
 | --- | --- | --- | --- |
 | ``shard(total)`` | ``(0, total)`` | this rank's contiguous share | as DataParallel |
 | ``gather_objects`` / ``gather_rows`` | the input | every rank's, in rank order | as DataParallel |
-| ``sum(t)`` | ``t`` | all-reduce SUM | as DataParallel |
+| ``sum(t)`` / ``max(t)`` | ``t`` | all-reduce SUM / MAX | as DataParallel |
 | ``broadcast(model)`` / ``wrap(model, reference)`` | as is | rank 0's weights / as is | + sharded (1/N each) |
 | ``wrap_engine`` / ``full_weights`` | as is / no-op | as is / no-op | all-gathers the weights while generating |
 | ``pad_passes(items, filler)`` | ``items`` | ``items`` | as many as the rank with the most |
@@ -77,6 +77,10 @@ class SingleProcess:
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``t`` over ranks."""
+        return t
+
+    def max(self, t: torch.Tensor) -> torch.Tensor:
+        """The element-wise maximum of ``t`` over ranks."""
         return t
 
     def broadcast(self, model: torch.nn.Module) -> None:
@@ -186,6 +190,9 @@ class DataParallel(SingleProcess):
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         return dist.all_reduce_sum(t)
+
+    def max(self, t: torch.Tensor) -> torch.Tensor:
+        return dist.all_reduce_max(t)
 
     def broadcast(self, model: torch.nn.Module) -> None:
         dist.broadcast_parameters(model)

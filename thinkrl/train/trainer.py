@@ -38,6 +38,7 @@ from thinkrl.rewards import RewardScorer
 from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, SingleTurn, build_engine
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.checks import check_config
+from thinkrl.train.critic import build_critic
 from thinkrl.train.learner import Learner, frozen_copy
 from thinkrl.train.loop import TrainingLoop
 from thinkrl.train.metrics import step_metrics, step_view
@@ -115,7 +116,10 @@ class GRPOTrainer(TrainingLoop):
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], t)
         a = cfg.algorithm
         self.scheduler = build_scheduler(self.optimizer, t, t.steps * a.ppo_epochs * a.num_minibatches)
-        self.learner = Learner(cfg, self.model, self.reference, self.optimizer, self.scheduler, self.parallel)
+        self.critic = build_critic(cfg, self.model, tokenizer, self.parallel)  # advantage=gae's, else None
+        self.learner = Learner(
+            cfg, self.model, self.reference, self.optimizer, self.scheduler, self.parallel, critic=self.critic
+        )
         self.step = 0
         self.run_dir = Path(t.output_dir)
         self.start_run()
@@ -149,10 +153,11 @@ class GRPOTrainer(TrainingLoop):
         view = step_view(traj, self.parallel)
         advantages = self.learner.advantages(view)
         batch = batch_from_trajectories(traj, advantages, self.tokenizer.pad_token_id)
-        self.log_completions(traj, advantages)
-        # log-probs of the sampled tokens under pi_old (skipped when on-policy) and pi_ref (skipped when beta=0)
+        # log-probs of the sampled tokens under pi_old (skipped when on-policy) and pi_ref (skipped when beta=0);
+        # with a critic, its values and the per-token GAE advantages
         with timed(timings, "old_logp"):
             self.learner.score_old(batch)
+        self.log_completions(traj, batch.row_advantages())
         with timed(timings, "ref_logp"):
             self.learner.score_reference(batch)
         # mu epochs x minibatches: loss + beta * KL, backward, optimizer step
@@ -244,6 +249,12 @@ class GRPOTrainer(TrainingLoop):
 
     def recorded_rewards(self) -> list[dict[str, Any]] | None:
         return reward_records(self.scorer.funcs, self.scorer.weights) if self.rewards_given else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "learner": self.learner.state_dict()}  # entropy controller, critic
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state.get("learner", {}))
 
     # ---------------------------------------------------------------------------------- what tests inspect
     @property
