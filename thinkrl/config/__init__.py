@@ -29,6 +29,7 @@ from thinkrl.config.schema import (
     RewardSpec,
     RolloutConfig,
     SandboxConfig,
+    ToolsConfig,
     TrainConfig,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "RewardSpec",
     "RolloutConfig",
     "SandboxConfig",
+    "ToolsConfig",
     "TrainConfig",
     "check",
     "check_eval_sampling",

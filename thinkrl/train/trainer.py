@@ -35,7 +35,7 @@ from thinkrl.core import resolve_device, seed_everything, timed
 from thinkrl.core.lora import is_lora
 from thinkrl.eval.files import write_json
 from thinkrl.rewards import RewardScorer
-from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, SingleTurn, build_engine
+from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, build_engine, build_environment
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.checks import check_config
 from thinkrl.train.learner import Learner, frozen_copy
@@ -100,7 +100,7 @@ class GRPOTrainer(TrainingLoop):
         self.accuracy_name = next((n for n in CORRECTNESS_REWARDS if n in names), None)
         self.train_rows, self.eval_rows = load_rows(cfg, train_rows, eval_rows)
         prompts = Prompts(
-            self.train_rows, SingleTurn(tokenizer, d.template, d.system_prompt), tokenizer,
+            self.train_rows, build_environment(cfg, tokenizer), tokenizer,
             seed=t.seed, max_tokens=d.max_prompt_tokens,
         )  # fmt: skip
         if engine is None:
