@@ -35,9 +35,11 @@ def ids(text: str) -> list[int]:
     return TOK(text, add_special_tokens=False)["input_ids"]
 
 
-def memorize(pairs: list[tuple[str, str]], steps: int = 120, seed: int = 0) -> torch.nn.Module:
-    """A tiny Llama that has learned ``pairs`` (prompt, completion): repeated pairs set the modes' odds."""
-    model = tiny_model("llama", len(TOK), seed=seed)
+def memorize(pairs: list[tuple[str, str]], steps: int = 120, seed: int = 0, **size) -> torch.nn.Module:
+    """A tiny Llama (or ``size``: ``tiny_model``'s arch / hidden / heads) that has learned ``pairs`` (prompt,
+    completion): repeated pairs set the modes' odds."""
+    size = {"arch": "llama", **size}
+    model = tiny_model(size.pop("arch"), len(TOK), seed=seed, **size)
     seqs = [(TOK(p)["input_ids"], ids(c) + [TOK.eos_token_id]) for p, c in pairs]
     width = max(len(p) + len(c) for p, c in seqs)
     x = torch.zeros(len(seqs), width, dtype=torch.long)
@@ -68,17 +70,19 @@ class Scripted:
     """A test engine: each row's k-th turn is ``turns[k]`` (token ids), whatever the model would say; the turn
     number is the number of observations already in the context."""
 
-    def __init__(self, turns: list[list[int]]):
-        self.turns, self.close_id = turns, TOK.convert_tokens_to_ids("</output>")
+    def __init__(self, turns: list[list[int]], observation_end: str = "</output>"):
+        self.turns, self.end = turns, ids(observation_end)
 
     def sync_weights(self) -> None:
         pass
 
+    def _observations(self, context: list[int]) -> int:
+        return _count(context, self.end)
+
     def generate(self, prompt_ids, params):
         rows = [p for p in prompt_ids for _ in range(params.n)]
         outs = [
-            self.turns[min(p.count(self.close_id), len(self.turns) - 1)][: params.max_new_tokens]
-            for p in rows
+            self.turns[min(self._observations(p), len(self.turns) - 1)][: params.max_new_tokens] for p in rows
         ]
         width = max(map(len, outs))
         comp = torch.tensor([o + [0] * (width - len(o)) for o in outs])
@@ -89,6 +93,10 @@ class Scripted:
             finish_reasons=["stop" if len(o) < params.max_new_tokens else "length" for o in outs],
             texts=TOK.batch_decode(outs),
         )  # fmt: skip
+
+
+def _count(seq: list[int], sub: list[int]) -> int:
+    return sum(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
 
 
 def episodes(engine, env, max_new_tokens=80, n=1, temperature=0.0, question=QUESTION):
@@ -410,3 +418,46 @@ def test_grpo_with_the_tool_learns_to_call_it(tmp_path):
     assert sum(reward[-3:]) / 3 > reward[0] + 0.15, reward
     assert all(0.0 <= m["tool/error_rate"] <= 1.0 and m["time/tools"] > 0 for m in history)
     assert any(not torch.equal(before[k], v) for k, v in params(trainer.model).items())
+
+
+def test_the_docs_example_environment_runs_as_a_multi_turn_environment():
+    """docs/tools.md's 20-line environment: a JSON tool call runs, a malformed one gets an error observation."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "tools.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "class JsonPython" in b]
+    names: dict = {}
+    exec(compile(code, "docs/tools.md", "exec"), names)
+    env = names["JsonPython"](TOK)
+    env.prompt = SingleTurn(TOK, "plain")  # the test tokenizer has no chat template
+    call = '<tool_call>{"code": "print(6 * 7)"}</tool_call>'
+    turn = env.step({}, call)
+    assert turn == names["Turn"](done=False, observation="<tool_response>42\n</tool_response>")
+    assert "error: write" in env.step({}, "<tool_call>{oops</tool_call>").observation
+    assert env.step({}, "<answer>42</answer>", history=["a", "b"]).info == {"tool_calls": 1}
+    e = episodes(
+        Scripted([ids(call), ids("<answer>42</answer>")], "</tool_response>"), env, max_new_tokens=120
+    )
+    assert e.rollout.texts[0] == call + "<tool_response>42\n</tool_response><answer>42</answer>"
+
+
+def test_thinkrl_eval_flags_build_the_tool_environment():
+    import argparse
+
+    from thinkrl.config import ConfigError
+    from thinkrl.eval import add_eval_arguments
+    from thinkrl.eval.cli import environment_from_args
+
+    parser = argparse.ArgumentParser()
+    add_eval_arguments(parser)
+    args = parser.parse_args(["m", "--data", "gsm8k", "--template", "r1_tools", "--tools", "--tool-max-calls", "2",
+                              "--tools-stateless"])  # fmt: skip
+    env = environment_from_args(args, TOK)
+    assert isinstance(env, PythonTool) and env.limits.max_calls == 2 and not env.stateful
+    assert (
+        env.template == "r1_tools"
+        and environment_from_args(parser.parse_args(["m", "--data", "x"]), TOK) is None
+    )
+    with pytest.raises(ConfigError, match="tools.call_timeout_s=0.0 must be > 0"):
+        environment_from_args(parser.parse_args(["m", "--data", "x", "--tools", "--tool-timeout", "0"]), TOK)

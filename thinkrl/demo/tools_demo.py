@@ -25,6 +25,7 @@ import torch
 from thinkrl.analysis.report import build_report, format_comparison
 from thinkrl.config import Config, load_config
 from thinkrl.data.multiplication import split_rows
+from thinkrl.demo.run import _examples
 
 TOOLS_CONFIG = Path(__file__).with_name("tools_demo.yaml")
 TOOLS_BASE_PATH = Path(__file__).resolve().parent.parent / "assets" / "tools-base"
@@ -80,16 +81,6 @@ def evaluate_with_tools(model, tokenizer, rows, cfg: Config, out_dir: Path, name
     keep.setdefault("tool_calls_mean", 0.0)
     keep.update(tool_mode_mix(result.samples))
     return keep, result.samples
-
-
-def _examples(samples: list[dict], rows_by_id: dict[str, dict], n: int = 3) -> list[dict]:
-    out = []
-    for s in samples:
-        if s["sample_idx"] == 0 and len(out) < n:
-            row = rows_by_id[s["id"]]
-            out.append({"question": row["question"], "answer": row["answer"], "completion": s["completion"],
-                        "correct": bool(s["correct"])})  # fmt: skip
-    return out
 
 
 def run_tools_demo(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from thinkrl.rollout.episodes import calls_of
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -43,7 +45,7 @@ def tool_record(info: dict[str, Any]) -> dict[str, Any]:
     >>> tool_record({"tool_calls": [{"error": False}, {"error": True}], "turns": [{"role": "model"}] * 3})
     {'tool_calls': 2, 'tool_errors': 1, 'turns': 3, 'observation_tokens': 0}
     """
-    calls = info.get("tool_calls") or []
+    calls = calls_of(info)
     return {
         "tool_calls": len(calls),
         "tool_errors": sum(bool(c.get("error")) for c in calls),

@@ -304,9 +304,10 @@ class Collector:
         turns = [env.step(row, text) for row, text in zip(rows, texts)]
         if not all(t.done for t in turns):
             raise NotImplementedError(
-                f"{type(env).__name__} answered a model turn without ending the episode: this collector "
-                "runs single-turn environments; a multi-turn one needs a collector that generates each next "
-                "turn (docs/architecture.md, 'A new environment')"
+                f"{type(env).__name__} answered a model turn without ending the episode, but it names no "
+                "turn stop strings: this collector runs it as one of the single-turn environments; give it "
+                "stop_strings (e.g. ('</python>',)) so that episodes.py runs it turn by turn "
+                "(docs/architecture.md, 'A new environment'; docs/tools.md)"
             )
         keys = sorted({k for t in turns for k in t.info})
         return {k: [t.info.get(k) for t in turns] for k in keys}

@@ -261,6 +261,17 @@ TOOL_COUNTS = ("samples", "tool_calls", "tool_errors", "tool_timeouts", "tool_li
 """The per-step sums behind the ``tool/*`` metrics (summed over rounds and data-parallel ranks)."""
 
 
+def calls_of(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """An episode's tool calls as records (an environment may report only a count, as docs/architecture.md's
+    calculator does: then empty records).
+
+    >>> calls_of({"tool_calls": 2}), calls_of({})
+    ([{}, {}], [])
+    """
+    calls = info.get("tool_calls") or []
+    return list(calls) if isinstance(calls, list | tuple) else [{} for _ in range(int(calls))]
+
+
 def episode_counts(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Sums over episodes of what the ``tool/*`` metrics report (:func:`tool_metrics` turns them into rates).
 
@@ -270,7 +281,7 @@ def episode_counts(infos: Sequence[dict[str, Any]]) -> dict[str, float]:
     """
     out = dict.fromkeys(TOOL_COUNTS, 0.0)
     for info in infos:
-        calls = info.get("tool_calls") or []
+        calls = calls_of(info)
         out["samples"] += 1
         out["tool_calls"] += len(calls)
         out["samples_with_calls"] += bool(calls)
