@@ -55,6 +55,20 @@ LABELS = {
     "length_mean_incorrect": "Mean length of wrong answers (tokens)",
     "truncation_rate": "Share cut at the length cap",
     "no_answer_rate": "Share with no extractable answer",
+    "tool/calls_per_sample": "Tool calls per sample",
+    "tool/error_rate": "Share of tool calls that failed (raised, timed out, crashed)",
+    "tool/samples_with_calls": "Share of samples that called the tool",
+    "tool/turns_mean": "Model turns per sample",
+    "tool/observation_tokens_mean": "Observation (tool output) tokens per sample",
+    "tool/timeouts": "Tool calls killed at the time limit",
+    "tool/limit_hits": "Tool calls refused or episodes ended by a limit",
+    "tool/truncated_outputs": "Tool outputs cut to the budget",
+    "tool_calls_mean": "Tool calls per sample",
+    "tool_use_rate": "Share of samples that called the tool",
+    "tool_error_rate": "Share of tool calls that failed",
+    "turns_mean": "Model turns per sample",
+    "pass@1_with_call": "pass@1 of samples that called the tool",
+    "pass@1_without_call": "pass@1 of samples that did not",
 }
 # held-out keys come bare (summary.json) or prefixed (metrics.jsonl); only format_rate means something else
 # for training samples
@@ -94,8 +108,8 @@ def eval_label(key: str) -> str:
 
 def section(key: str) -> int:
     """Sort order of a training metric's group in the full table (rewards first, timings last)."""
-    for i, prefix in enumerate(("reward", "accuracy", "format_rate", "groups/", "completion", "train/", "eval/",
-                                "dynamic/", "lr", "throughput/", "time/")):  # fmt: skip
+    for i, prefix in enumerate(("reward", "accuracy", "format_rate", "groups/", "completion", "tool/", "train/",
+                                "eval/", "dynamic/", "lr", "throughput/", "time/")):  # fmt: skip
         if key.startswith(prefix):
             return i
     return 99

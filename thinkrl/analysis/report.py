@@ -36,6 +36,9 @@ CURVES = [
     ("completion/reflection_rate", "Reflection words", "share of responses"),
     ("train/kl", "KL to the reference", "k3 estimate"),
     ("train/entropy", "Policy entropy", "nats / token"),
+    ("tool/calls_per_sample", "Tool calls per sample (training samples)", "calls"),
+    ("eval/tool_calls_mean", "Held-out tool calls per sample", "calls"),
+    ("tool/error_rate", "Tool calls that failed", "share of calls"),
 ]
 HEADLINE_ROWS = ("pass@1", "format_rate", "length_mean")
 EMBED_LIMIT = 2000  # completions embedded in the page (whole steps, spread over the run)

@@ -30,6 +30,7 @@ from thinkrl.config.schema import (
     RewardSpec,
     RolloutConfig,
     SandboxConfig,
+    ToolsConfig,
     TrainConfig,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "RewardSpec",
     "RolloutConfig",
     "SandboxConfig",
+    "ToolsConfig",
     "TrainConfig",
     "check",
     "check_eval_sampling",

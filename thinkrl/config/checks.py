@@ -7,6 +7,7 @@ from typing import Any
 
 from thinkrl.config.loading import ConfigError
 from thinkrl.config.schema import Config, EvalSampling
+from thinkrl.config.tools import check_tools_fields
 from thinkrl.core import DTYPES
 
 
@@ -187,3 +188,4 @@ def validate(cfg: Config) -> None:
     )
     check(cfg.data.max_prompt_tokens >= 1, "data.max_prompt_tokens must be >= 1")
     check_doctor_fields(cfg)
+    check_tools_fields(cfg.tools, check)

@@ -17,6 +17,7 @@ from typing import Any
 from thinkrl.config.critic import CriticConfig
 from thinkrl.config.grading import GradingConfig, RewardSpec, SandboxConfig
 from thinkrl.config.monitoring import DoctorConfig, LogConfig
+from thinkrl.config.tools import ToolsConfig
 
 
 @dataclass
@@ -326,6 +327,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     """Run-doctor thresholds (docs/visibility.md)."""
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    """Multi-turn tool use: the Python tool environment and its limits (docs/tools.md)."""
 
 
 __all__ = [
@@ -342,5 +345,6 @@ __all__ = [
     "RewardSpec",
     "RolloutConfig",
     "SandboxConfig",
+    "ToolsConfig",
     "TrainConfig",
 ]

@@ -1,6 +1,6 @@
 """Prompt templates: the R1-Zero template (DeepSeek-R1, Table 1), the model's chat template, plain text.
 
-A template is a name ("r1", "chat", "plain") or any string that contains ``{question}``.
+A template is a name ("r1", "r1_tools", "chat", "plain") or any string that contains ``{question}``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ R1_ZERO_TEMPLATE = (
     "User: {question}. Assistant:"
 )
 
+# The R1-Zero template with one sentence that tells the model about the Python tool (docs/tools.md).
+R1_TOOLS_TEMPLATE = R1_ZERO_TEMPLATE.replace(
+    "User: {question}",
+    "While thinking, the assistant can run Python: code within <python> </python> tags is run and what it "
+    "prints is shown within <output> </output> tags. User: {question}",
+)
+
 PLAIN_TEMPLATE = "{question}"
 
-TEMPLATES = {"r1": R1_ZERO_TEMPLATE, "plain": PLAIN_TEMPLATE, "chat": None}
+TEMPLATES = {"r1": R1_ZERO_TEMPLATE, "r1_tools": R1_TOOLS_TEMPLATE, "plain": PLAIN_TEMPLATE, "chat": None}
 
 
 def check_template(template: str) -> None:

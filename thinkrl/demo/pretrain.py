@@ -25,11 +25,32 @@ machine, one thread). Chosen by probing snapshots of one run: at 600 steps the c
 operands, at 800 the chain mode was 33% of samples under the R1 prompt and 92% correct."""
 
 
+CORPORA = ("demo", "tools")
+"""``demo``: the addition corpus (``corpus.py``); ``tools``: the tools demo's (``tools_corpus.py``), whose
+tokenizer also has the four tool tags."""
+
+
+def _documents(corpus: str, seed: int, mix: dict[str, float] | None) -> Iterator[str]:
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown corpus {corpus!r}; valid: {', '.join(CORPORA)}")
+    if corpus == "tools":
+        from thinkrl.demo.tools_corpus import iter_tool_documents
+
+        return iter_tool_documents(seed, mix)
+    return iter_documents(seed, mix)
+
+
 def token_batches(
-    tokenizer, *, seed: int, batch_size: int, seq_len: int, mix: dict[str, float] | None = None
+    tokenizer,
+    *,
+    seed: int,
+    batch_size: int,
+    seq_len: int,
+    mix: dict[str, float] | None = None,
+    corpus: str = "demo",
 ) -> Iterator[torch.Tensor]:
     """Endless (batch_size, seq_len) batches of packed documents: ``<bos> doc <eos> <bos> doc <eos> ...``."""
-    docs = iter_documents(seed, mix)
+    docs = _documents(corpus, seed, mix)
     buf: list[int] = []
     need = batch_size * seq_len
     while True:
@@ -57,6 +78,7 @@ def pretrain(
     mix: dict[str, float] | None = None,
     threads: int | None = None,
     model_overrides: dict | None = None,
+    corpus: str = "demo",
 ) -> Path:
     """Pretrain from scratch and save model + tokenizer (safetensors) to ``out_dir``; returns the path.
 
@@ -65,6 +87,8 @@ def pretrain(
     ``model_overrides`` replace fields of the demo architecture (:func:`~thinkrl.demo.model.tiny_llama_config`,
     e.g. ``{"hidden_size": 64}`` for a smaller student of the distillation example).
     ``threads`` sets ``torch.set_num_threads`` (results are bit-identical only for the same count).
+    ``corpus``: ``demo`` (the addition demo's base) or ``tools`` (the tools demo's: its corpus, its tokenizer
+    with the tool tags; ``TOOLS_PRETRAIN`` holds the shipped settings).
     ``minutes`` stops early when the wall clock runs out (then the result depends on machine speed, so the
     shipped checkpoint uses a step count only). A ``pretrain_info.json`` records the recipe and the losses.
 
@@ -80,7 +104,7 @@ def pretrain(
         torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(tool_tags=corpus == "tools")
     model = build_model(tokenizer, seed=seed, **(model_overrides or {}))
     model.train()
     # Weight decay on matrices only, as in nanoGPT; norms and (tied) embeddings decay would hurt a tiny model.
@@ -97,8 +121,14 @@ def pretrain(
         # run is exactly an N-step run (we probe snapshots to choose the step count without retraining).
         return lr * min(1.0, (step + 1) / warmup)
 
+    if mix is None and corpus == "tools":
+        from thinkrl.demo.tools_corpus import TOOLS_CORPUS_MIX
+
+        mix = TOOLS_CORPUS_MIX
     mix = mix or CORPUS_MIX
-    batches = token_batches(tokenizer, seed=seed, batch_size=batch_size, seq_len=seq_len, mix=mix)
+    batches = token_batches(
+        tokenizer, seed=seed, batch_size=batch_size, seq_len=seq_len, mix=mix, corpus=corpus
+    )
     t0, losses, done = time.time(), [], 0
     for step in range(steps):
         for group in opt.param_groups:
@@ -128,6 +158,7 @@ def pretrain(
     tokenizer.save_pretrained(out)
     info = {
         "seed": seed,
+        "corpus": corpus,
         "steps": done,
         "batch_size": batch_size,
         "seq_len": seq_len,

@@ -15,25 +15,31 @@ from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+TOOL_TAGS = ["<python>", "</python>", "<output>", "</output>"]
+"""The tool-call tags of the tools demo's tokenizer (``build_tokenizer(tool_tags=True)``), single tokens too."""
 # Fixed order, so ids never depend on a corpus: the shipped checkpoint and a rebuilt tokenizer agree.
 CHARS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # 95 printable ASCII + "\n"
 
 
-def build_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerFast:
-    """Build the demo tokenizer (vocabulary of 104: 4 specials, 4 tags, 96 characters).
+def build_tokenizer(model_max_length: int = 1024, tool_tags: bool = False) -> PreTrainedTokenizerFast:
+    """Build the demo tokenizer (vocabulary of 104: 4 specials, 4 tags, 96 characters); ``tool_tags`` appends
+    the four ``TOOL_TAGS`` (ids 104-107), the tools demo's vocabulary of 108.
 
     >>> tok = build_tokenizer()
     >>> ids = tok("<think> 2 plus 3 is 5. </think>")["input_ids"]
     >>> ids[0] == tok.bos_token_id, len(ids), tok.decode(ids, skip_special_tokens=True)
     (True, 19, '<think> 2 plus 3 is 5. </think>')
+    >>> build_tokenizer(tool_tags=True)("<python>print(1)</python>")["input_ids"][1:3]
+    [104, 33]
     """
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + TAG_TOKENS + CHARS)}
+    tags = TAG_TOKENS + (TOOL_TAGS if tool_tags else [])
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + TAG_TOKENS + CHARS + tags[len(TAG_TOKENS) :])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     # Split into single characters; Oniguruma's "(?m)" makes "." also match a newline.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
     tok.decoder = decoders.Fuse()  # concatenate pieces; the default decoder would join them with spaces
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
-    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in TAG_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in tags])
     tok.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
     )

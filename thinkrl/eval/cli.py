@@ -93,6 +93,7 @@ def add_eval_arguments(parser: Any) -> None:
     a("--out", default=None, help="output folder (default runs/eval/MODEL_NAME-HASH, one per model); one subfolder "
       "per benchmark")  # fmt: skip
     a("--regrade", action="store_true", help="grade stored completions again (after a grader change)")
+    add_tool_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -117,6 +118,41 @@ def default_out_dir(model: str) -> Path:
     return Path("runs") / "eval" / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def add_tool_arguments(parser: Any) -> None:
+    """``--tools`` and the tool limits (the ``tools`` config section's fields; docs/tools.md)."""
+    from thinkrl.config import ToolsConfig
+
+    d, a = ToolsConfig(), parser.add_argument
+    a("--tools", action="store_true",
+      help="let the model run Python in the sandbox while it answers (<python>...</python>; use --template r1_tools)")  # fmt: skip
+    a("--tools-stateless", action="store_true", help="every call in a fresh sandbox (default: one session)")
+    a("--tool-max-calls", type=int, default=d.max_calls, help="tool calls per sample")
+    a("--tool-max-turns", type=int, default=d.max_turns, help="model turns per sample")
+    a("--tool-timeout", type=float, default=d.call_timeout_s, help="seconds per call")
+    a("--tool-output-chars", type=int, default=d.output_chars, help="characters of output shown per call")
+    a("--tool-workers", type=int, default=d.workers, help="calls run at once")
+
+
+def environment_from_args(args: Any, tokenizer: Any) -> Any:
+    """The Python tool environment of ``--tools`` (None without it); bad limits fail with the field named."""
+    if not getattr(args, "tools", False):
+        return None
+    from thinkrl.config import ToolsConfig, check
+    from thinkrl.config.tools import check_tools_fields
+    from thinkrl.rewards.sandbox import default_sandbox
+    from thinkrl.rollout.python_tool import PythonTool
+
+    limits = ToolsConfig(
+        enabled=True, stateful=not args.tools_stateless, max_calls=args.tool_max_calls,
+        max_turns=args.tool_max_turns, call_timeout_s=args.tool_timeout, output_chars=args.tool_output_chars,
+        workers=args.tool_workers,
+    )  # fmt: skip
+    check_tools_fields(limits, check)
+    sandbox = default_sandbox()
+    sandbox.chosen()  # refuse at start (naming the fixes) where code may not run
+    return PythonTool(tokenizer, args.template, stateful=limits.stateful, limits=limits, sandbox=sandbox)
+
+
 def run_eval_cli(args: Any) -> int:
     """Run ``thinkrl eval`` from parsed :func:`add_eval_arguments` args: evaluate every ``--data`` benchmark,
     write OUT/BENCHMARK/{samples.jsonl, summary.json, eval_config.json}, print one table each. Returns 0."""
@@ -128,6 +164,7 @@ def run_eval_cli(args: Any) -> int:
     out_root = Path(args.out) if args.out else default_out_dir(args.model)
     pass_ks = [int(x) for x in args.pass_k.split(",")] if args.pass_k else None
     sampling = sampling_from_args(args)
+    env = environment_from_args(args, tokenizer)
     for spec in specs:
         rows = load_benchmark(
             spec, args.data_dir, args.limit, question_key=args.question_key, answer_key=args.answer_key
@@ -136,6 +173,7 @@ def run_eval_cli(args: Any) -> int:
         result = evaluate(
             model, tokenizer, rows, sampling, out_dir=out_root / bench, grader=Grader(extract_mode=args.extract_mode),
             pass_ks=pass_ks, cons_k=args.cons_k, regrade=args.regrade, progress=not args.no_progress, name=bench,
+            env=env,
         )  # fmt: skip
         print(result.table())
         print(f"  -> {result.out_dir}")

@@ -47,6 +47,8 @@ class PeriodicEvaluator:
         grader: as :func:`~thinkrl.eval.evaluate`'s; prefix: the metric names' prefix.
         reuse_samples: read a step's stored samples back instead of drawing them again (off by default: a
             run restarted from scratch in the same folder has other weights at the same step).
+        env: a multi-turn environment to evaluate with (the run's Python tool, ``tools.enabled``); None: the
+            single-turn protocol.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class PeriodicEvaluator:
         grader: Any = None,
         prefix: str = "eval/",
         reuse_samples: bool = False,
+        env: Any = None,
         **settings: Any,
     ):
         self.rows = prepare_rows(list(rows)[:max_problems] if max_problems is not None else rows)
@@ -69,16 +72,20 @@ class PeriodicEvaluator:
         self.every_steps = every_steps
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.grader, self.prefix, self.reuse_samples = grader, prefix, reuse_samples
+        self.env = env
 
     @classmethod
     def from_config(
         cls, cfg: Config, rows: Sequence[dict[str, Any]], tokenizer: Any, out_dir: str | Path | None = None
     ) -> PeriodicEvaluator:
-        """The evaluator ``cfg.eval`` describes (:func:`eval_sampling`, ``every_steps``, ``max_problems``)."""
+        """The evaluator ``cfg.eval`` describes (:func:`eval_sampling`, ``every_steps``, ``max_problems``),
+        with the run's tool when ``tools.enabled``."""
+        from thinkrl.rollout import build_environment
+
         ev = cfg.eval
         return cls(
             rows, tokenizer, eval_sampling(cfg), every_steps=ev.every_steps, max_problems=ev.max_problems,
-            out_dir=out_dir,
+            out_dir=out_dir, env=build_environment(cfg, tokenizer) if cfg.tools.enabled else None,
         )  # fmt: skip
 
     def should_run(self, step: int, last: bool = False) -> bool:
@@ -91,8 +98,9 @@ class PeriodicEvaluator:
         if out is not None and not self.reuse_samples:
             (out / SAMPLES_FILE).unlink(missing_ok=True)
         result = evaluate(
-            engine, self.tokenizer, self.rows, self.sampling, out_dir=out, progress=False, grader=self.grader
-        )
+            engine, self.tokenizer, self.rows, self.sampling, out_dir=out, progress=False, grader=self.grader,
+            env=self.env,
+        )  # fmt: skip
         return flat_metrics(result.summary, self.prefix)
 
 

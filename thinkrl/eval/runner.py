@@ -33,7 +33,8 @@ from thinkrl.eval import files
 from thinkrl.eval.benchmarks import Grader, prepare_rows
 from thinkrl.eval.files import SAMPLES_FILE, SUMMARY_FILE
 from thinkrl.eval.metrics import format_table, summarize
-from thinkrl.rollout import HFEngine
+from thinkrl.eval.tools import describe_environment, tool_pool, tool_record, tool_summary
+from thinkrl.rollout import HFEngine, generate_episodes, is_multi_turn
 from thinkrl.rollout.base import SamplingParams
 
 
@@ -71,6 +72,7 @@ def evaluate(
     regrade: bool = False,
     progress: bool = True,
     name: str | None = None,
+    env: Any = None,
     **settings: Any,
 ) -> EvalResult:
     """Evaluate a model on ``rows`` (from :func:`thinkrl.eval.load_benchmark`) with the R1 protocol.
@@ -88,6 +90,9 @@ def evaluate(
         regrade: grade the stored completions again (after a grader change) instead of trusting ``correct``.
         progress: show a progress bar (problems done, samples/s, ETA).
         name: the benchmark name in the summary (default: the rows' ``benchmark``).
+        env: a multi-turn environment (``thinkrl.rollout.python_tool.PythonTool``): the model may call the tool
+            while it answers (pass@1 with tools); each sample records ``tool_calls``, ``tool_errors`` and
+            ``turns``, and the summary their means. None: one completion per sample (the R1 protocol).
 
     >>> from thinkrl.testing import char_tokenizer, tiny_model
     >>> tok = char_tokenizer()
@@ -121,8 +126,11 @@ def evaluate(
     grader = grader or Grader()
     n = 1 if temperature == 0 else k  # greedy samples are all the same completion
     stops = (
-        list(s.stop_strings) if s.stop_strings is not None else (["</answer>"] if template == "r1" else [])
+        list(s.stop_strings)
+        if s.stop_strings is not None
+        else (["</answer>"] if template in ("r1", "r1_tools") else [])
     )
+    tools = env is not None and is_multi_turn(env)
     name = name or str(rows[0].get("benchmark", "eval"))
     recorded = {  # eval_config.json: a rerun with other values refuses to mix the two
         "template": template,
@@ -134,6 +142,8 @@ def evaluate(
         "stop_strings": stops,
         "seed": seed,
         "batch_size": batch_size,
+        # samples drawn with a tool never mix with samples drawn without one (None: the single-turn protocol)
+        "environment": describe_environment(env) if tools else None,
     }
     prompts = [render_prompt(template, r["question"], tokenizer, system=system_prompt) for r in rows]
     prompt_ids = prompt_token_ids(tokenizer, prompts, template)
@@ -179,7 +189,13 @@ def evaluate(
             stop_strings=stops,
             seed=_batch_seed(seed, b, first),
         )
-        roll = engine.generate([prompt_ids[i] for i in idx], params)
+        infos: list[dict[str, Any]] = []
+        if tools:
+            eps = generate_episodes(engine, env, [rows[i] for i in idx], [prompt_ids[i] for i in idx], params,
+                                    tokenizer, tool_pool(env))  # fmt: skip
+            roll, infos = eps.rollout, eps.infos
+        else:
+            roll = engine.generate([prompt_ids[i] for i in idx], params)
         lengths = roll.lengths.tolist()
         per = n - first
         owners = [idx[j // per] for j in range(len(roll.texts))]
@@ -191,6 +207,8 @@ def evaluate(
                 continue
             rec = {"id": rows[i]["id"], "sample_idx": s, "completion": text, **g, "length": int(lengths[j])}
             rec.update(finish_reason=roll.finish_reasons[j], qhash=qhash[i], ahash=ahash[i])
+            if tools:
+                rec.update(tool_record(infos[j]))
             done[(rows[i]["id"], s)] = rec
             new.append(rec)
         if out is not None:
@@ -204,6 +222,8 @@ def evaluate(
     summary = summarize(
         samples, rows, n=n, pass_ks=pass_ks, cons_k=cons_k, equivalent=grader.equivalent, seed=seed
     )
+    if tools:
+        summary["metrics"].update(tool_summary(samples))
     summary = {
         "benchmark": name,
         "model": model_name,

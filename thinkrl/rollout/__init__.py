@@ -3,7 +3,9 @@
 - ``base.py``: the engine interface, ``RolloutEngine.generate(prompt_ids, SamplingParams) -> Rollout``;
   ``hf.py`` (built-in, KV-cached; ``lean.py`` its fast decode step, ``token_draw.py`` logits -> token) and
   ``vllm.py`` implement it.
-- ``environment.py``: what an episode is (``SingleTurn``: the R1 task).
+- ``environment.py``: what an episode is (``SingleTurn``: the R1 task); ``python_tool.py``: the Python tool
+  environment (multi-turn); ``episodes.py`` (+ ``hf_turns.py`` for the built-in engine) runs multi-turn
+  episodes token-in, token-out.
 - ``collect.py``: the collector, prompts -> environment + engine -> rewards -> DAPO filtering.
 - ``trajectories.py``: what it returns to the learner.
 """
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from thinkrl.rollout.base import Rollout, RolloutEngine, SamplingParams
 from thinkrl.rollout.collect import CORRECTNESS_REWARDS, Collector, Prompts, Sharding, score
-from thinkrl.rollout.environment import Environment, SingleTurn, Turn
+from thinkrl.rollout.environment import Environment, Episode, SingleTurn, Turn, is_multi_turn
+from thinkrl.rollout.episodes import Episodes, generate_episodes
 from thinkrl.rollout.hf import HFEngine
 from thinkrl.rollout.trajectories import Trajectories
 
@@ -29,6 +32,8 @@ __all__ = [
     "ENGINES",
     "Collector",
     "Environment",
+    "Episode",
+    "Episodes",
     "HFEngine",
     "Prompts",
     "Rollout",
@@ -39,6 +44,9 @@ __all__ = [
     "Trajectories",
     "Turn",
     "build_engine",
+    "build_environment",
+    "generate_episodes",
+    "is_multi_turn",
     "score",
 ]
 
@@ -82,3 +90,19 @@ def build_engine(cfg: Config, model: torch.nn.Module, tokenizer: Any) -> Rollout
     if cfg.rollout.engine not in ENGINES:
         raise ValueError(f"rollout.engine={cfg.rollout.engine!r}; valid: {', '.join(sorted(ENGINES))}")
     return ENGINES[cfg.rollout.engine](cfg, model, tokenizer)
+
+
+def build_environment(cfg: Config, tokenizer: Any) -> Environment:
+    """The environment of a run: the R1 single-turn task, or the Python tool (``tools.enabled``) with the
+    ``tools`` limits and the ``grading.sandbox`` policy. With tools, the sandbox is probed now, so a machine
+    where code may not run fails at start (``SandboxUnavailable`` names the fixes), not at the first call."""
+    d, t = cfg.data, cfg.tools
+    if not t.enabled:
+        return SingleTurn(tokenizer, d.template, d.system_prompt)
+    from thinkrl.rewards.sandbox import Sandbox
+    from thinkrl.rollout.python_tool import PythonTool
+
+    policy = cfg.grading.sandbox
+    sandbox = Sandbox(policy.backend, policy.allow_unisolated)
+    sandbox.chosen()
+    return PythonTool(tokenizer, d.template, d.system_prompt, stateful=t.stateful, limits=t, sandbox=sandbox)

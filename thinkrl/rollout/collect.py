@@ -11,6 +11,10 @@ under the scorer's time bounds; its timeouts and errors per reward join the step
 With DAPO's dynamic sampling (``algorithm.dynamic_sampling``) groups whose rewards are all equal are dropped
 and more prompts are sampled, for at most ``max_sampling_rounds`` rounds.
 
+A multi-turn environment (``environment.is_multi_turn``: the Python tool) is run by ``episodes.py``: its
+observations join the trajectory with ``loss_mask`` False, its episode columns (turns, tool calls, tool
+errors) reach the reward functions, and the step's ``tool/*`` metrics and ``time/tools`` are logged.
+
 Data parallel: ``parallel`` gives this rank its contiguous share of each round's prompts; with dynamic
 sampling every rank sees the whole round (``gather_objects``), keeps the groups one process keeps, and at the
 end takes its contiguous share of them, so the rows are in one process's order (docs/scaling.md).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import torch
@@ -28,7 +33,8 @@ from thinkrl.algorithms import zero_spread_groups
 from thinkrl.config import Config
 from thinkrl.core import prompt_token_ids, timed
 from thinkrl.rollout.base import Rollout, SamplingParams
-from thinkrl.rollout.environment import Environment
+from thinkrl.rollout.environment import Environment, is_multi_turn
+from thinkrl.rollout.episodes import TOOL_COUNTS, episode_counts, generate_episodes, tool_metrics
 from thinkrl.rollout.trajectories import Trajectories
 
 CORRECTNESS_REWARDS = ("accuracy", "exact_match", "countdown", "code", "routed")
@@ -159,8 +165,11 @@ class Collector:
         self.cfg, self.prompts, self.engine, self.parallel = cfg, prompts, engine, parallel
         self.scorer = scorer
         self._reward_counts: dict[str, float] = {}  # timeouts/errors per reward, summed over a step's rounds
+        self._tool_counts: dict[str, float] = {}  # tool calls, errors, turns, ... summed over a step's rounds
+        self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.policy_version = policy_version
+        self._pool: ThreadPoolExecutor | None = None  # tool calls run here, in parallel (multi-turn only)
 
     def sync_weights(self, version: int) -> None:
         """Make the engine sample from the learner's weights of step ``version``."""
@@ -187,7 +196,7 @@ class Collector:
         """This rank's scored trajectories of learner step ``step`` and the collection's metrics; None when
         dynamic sampling kept nothing to train on (every group had zero spread: the step is skipped)."""
         timings = {} if timings is None else timings
-        self._reward_counts = {}
+        self._reward_counts, self._tool_counts = {}, {}
         if self.cfg.algorithm.dynamic_sampling:
             traj, stats = self._collect_dynamic(step, timings)
         else:
@@ -196,7 +205,24 @@ class Collector:
             )  # the global order, the same on every rank
             lo, hi = self.parallel.shard(len(idx))  # this rank's contiguous share of whole groups
             traj, stats = self.sample(idx[lo:hi], step, 0, lo, timings), {}
-        return traj, {**stats, **self._reward_metrics()}
+        return traj, {**stats, **self._reward_metrics(), **self._tool_metrics()}
+
+    def tool_pool(self) -> ThreadPoolExecutor:
+        """The threads that run a multi-turn batch's environment steps (tool calls) in parallel: each waits
+        on its own sandboxed process, so ``tools.workers`` calls run at once."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, self.cfg.tools.workers), thread_name_prefix="thinkrl-tool")
+        return self._pool
+
+    def _tool_metrics(self) -> dict[str, float]:
+        """The step's ``tool/*`` metrics over every rank (multi-turn environments only)."""
+        if not self._tool_counts:
+            return {}
+        counts = self._tool_counts
+        if self.parallel.world_size > 1:
+            every = self.parallel.gather_objects(counts)
+            counts = {k: sum(c.get(k, 0.0) for c in every) for k in TOOL_COUNTS}
+        return tool_metrics(counts)
 
     def _reward_metrics(self) -> dict[str, float]:
         """The step's reward timeouts and errors per function summed over ranks, and rank 0's seconds."""
@@ -243,20 +269,34 @@ class Collector:
     ) -> Trajectories:
         """Episodes on the rows ``idx`` (G each), scored; their groups are numbered from ``first_group``."""
         g = self.cfg.rollout.group_size
+        env = self.prompts.env
+        loss_mask = None
         with timed(timings, "generate"):
             params = self.sampling_params(step, round_, first_group * g)
-            rollout = self.engine.generate([self.prompts.ids[i] for i in idx], params).to("cpu")
+            prompt_ids = [self.prompts.ids[i] for i in idx]
+            if is_multi_turn(env):
+                eps = generate_episodes(self.engine, env, [self.prompts.rows[i] for i in idx], prompt_ids,
+                                        params, self.tokenizer, self.tool_pool())  # fmt: skip
+                rollout, loss_mask = eps.rollout, eps.loss_mask
+                timings["tools"] = timings.get("tools", 0.0) + eps.tool_seconds
+                for k, v in episode_counts(eps.infos).items():
+                    self._tool_counts[k] = self._tool_counts.get(k, 0.0) + v
+            else:
+                rollout = self.engine.generate(prompt_ids, params).to("cpu")
         with timed(timings, "reward"):
             groups = rollout.group_ids.tolist()
             rows = [self.prompts.rows[idx[j]] for j in groups]
-            info = self._close_episodes(rows, rollout.texts)
+            if loss_mask is None:
+                info = self._close_episodes(rows, rollout.texts)
+            else:  # every column an episode reported, whole-trajectory ones (turns, tool calls) included
+                info = {k: [e.get(k) for e in eps.infos] for k in sorted({k for e in eps.infos for k in e})}
             out = score(
                 self.scorer, [self.prompts.texts[idx[j]] for j in groups], rollout.texts, rows,
                 finish_reason=rollout.finish_reasons, completion_length=rollout.lengths.tolist(), **info,
             )  # fmt: skip
             for k, v in out.metrics().items():
                 self._reward_counts[k] = self._reward_counts.get(k, 0.0) + v
-        return self._trajectories(rollout, rows, first_group, out)
+        return self._trajectories(rollout, rows, first_group, out, loss_mask)
 
     def _close_episodes(self, rows: list[dict[str, Any]], texts: list[str]) -> dict[str, list[Any]]:
         """Show each completion to the environment; its reward columns (``Turn.info``) by name."""
@@ -264,17 +304,24 @@ class Collector:
         turns = [env.step(row, text) for row, text in zip(rows, texts)]
         if not all(t.done for t in turns):
             raise NotImplementedError(
-                f"{type(env).__name__} answered a model turn without ending the episode: this collector "
-                "runs single-turn environments; a multi-turn one needs a collector that generates each next "
-                "turn (docs/architecture.md, 'A new environment')"
+                f"{type(env).__name__} answered a model turn without ending the episode, but it names no "
+                "turn stop strings: this collector runs it as one of the single-turn environments; give it "
+                "stop_strings (e.g. ('</python>',)) so that episodes.py runs it turn by turn "
+                "(docs/architecture.md, 'A new environment'; docs/tools.md)"
             )
         keys = sorted({k for t in turns for k in t.info})
         return {k: [t.info.get(k) for t in turns] for k in keys}
 
     def _trajectories(
-        self, rollout: Rollout, rows: list[dict[str, Any]], first_group: int, out: Any
+        self,
+        rollout: Rollout,
+        rows: list[dict[str, Any]],
+        first_group: int,
+        out: Any,
+        loss_mask: torch.Tensor | None = None,
     ) -> Trajectories:
-        loss_mask = rollout.completion_mask.clone()
+        # single turn: every completion token is the model's; multi-turn: observation tokens carry no loss
+        loss_mask = rollout.completion_mask.clone() if loss_mask is None else loss_mask.clone()
         truncated = torch.tensor([f == "length" for f in rollout.finish_reasons], dtype=torch.bool)
         if (
             self.cfg.algorithm.mask_truncated

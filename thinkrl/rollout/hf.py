@@ -171,27 +171,8 @@ class HFEngine:
         """
         n, max_new = params.n, params.max_new_tokens
         prompts = [prompt_ids[i] for i in chunk]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros(len(prompts), width, dtype=torch.long)
-        for r, p in enumerate(prompts):  # left padding: every row's last prompt token sits in the last column
-            ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attn[r, width - len(p) :] = 1
-        ids, attn = ids.to(device), attn.to(device)
-        pos = (attn.cumsum(-1) - 1).clamp_(min=0)  # (P_c, L): real tokens at 0..len-1 whatever the padding
-
-        capacity = width + max_new
-        cache = _new_cache(self.model.config, capacity=capacity)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=pos,
-            use_cache=True,
-            **{self._cache_kw: cache},
-            **self._keep_last_kw,
-        )
-        # One prompt forward per group, then n copies of its cache: the prompt is never recomputed per sample.
-        logits = out.logits[:, -1].repeat_interleave(n, 0)  # (B, V)
+        capacity = max(len(p) for p in prompts) + max_new
+        logits, cache, attn = self.prefill(prompts, n, capacity, device)
         lean = None
         if self.fast_decode and lean_unsupported(self.model, capacity) is None:
             lean = LeanDecoder(
@@ -282,6 +263,34 @@ class HFEngine:
             [p * n + j for p in chunk for j in range(n)], dtype=torch.long, device=device
         )
         return chunk_rows, toks[:, :steps], lps[:, :steps]
+
+    def prefill(
+        self, prompts: list[list[int]], n: int, capacity: int, device: torch.device
+    ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+        """One forward over the left-padded ``prompts`` into a fresh cache of ``capacity`` columns.
+
+        Returns the next-token logits repeated ``n`` times per prompt (B = len(prompts) * n, V), the cache
+        (one row per prompt) and the (P_c, L) attention mask of the prompts.
+        """
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros(len(prompts), width, dtype=torch.long)
+        for r, p in enumerate(prompts):  # left padding: every row's last prompt token sits in the last column
+            ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attn[r, width - len(p) :] = 1
+        ids, attn = ids.to(device), attn.to(device)
+        pos = (attn.cumsum(-1) - 1).clamp_(min=0)  # (P_c, L): real tokens at 0..len-1 whatever the padding
+        cache = _new_cache(self.model.config, capacity=capacity)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            use_cache=True,
+            **{self._cache_kw: cache},
+            **self._keep_last_kw,
+        )
+        # One prompt forward per group, then n copies of its cache: the prompt is never recomputed per sample.
+        return out.logits[:, -1].repeat_interleave(n, 0), cache, attn  # (B, V)
 
 
 class _StopStrings:

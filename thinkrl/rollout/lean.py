@@ -181,6 +181,19 @@ class LeanDecoder:
         self.values = [v[keep] for v in self.values]
         self._tokens, self._positions = self._tokens[keep], self._positions[keep]
 
+    def grow(self, capacity: int) -> None:
+        """Room for ``capacity`` columns (a multi-turn row that waits on a tool leaves masked columns behind).
+        Columns are not positions: the rotary table keeps its size."""
+        if self.static_shape:
+            raise RuntimeError("a static-shape decoder (CUDA graph) cannot grow")
+        extra = capacity - self.capacity
+        if extra <= 0:
+            return
+        self.mask = F.pad(self.mask, (0, extra))
+        self.keys = [F.pad(k, (0, 0, 0, extra)) for k in self.keys]
+        self.values = [F.pad(v, (0, 0, 0, extra)) for v in self.values]
+        self.capacity = capacity
+
     def _capture(self) -> torch.cuda.CUDAGraph:
         """Record one step over the whole capacity (masked), after warm-up runs on a side stream."""
         stream = torch.cuda.Stream()

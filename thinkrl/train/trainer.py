@@ -35,7 +35,7 @@ from thinkrl.core import check_positions, resolve_device, seed_everything, timed
 from thinkrl.core.lora import is_lora
 from thinkrl.eval.files import write_json
 from thinkrl.rewards import RewardScorer
-from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, SingleTurn, build_engine
+from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, build_engine, build_environment
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.checks import check_config
 from thinkrl.train.critic import build_critic
@@ -103,7 +103,7 @@ class GRPOTrainer(TrainingLoop):
         self.accuracy_name = next((n for n in CORRECTNESS_REWARDS if n in names), None)
         self.train_rows, self.eval_rows = load_rows(cfg, train_rows, eval_rows)
         prompts = Prompts(
-            self.train_rows, SingleTurn(tokenizer, d.template, d.system_prompt), tokenizer,
+            self.train_rows, build_environment(cfg, tokenizer), tokenizer,
             seed=t.seed, max_tokens=d.max_prompt_tokens,
         )  # fmt: skip
         longest = max(map(len, prompts.ids))  # fails at start, not mid-rollout, when positions run out
