@@ -329,8 +329,8 @@ class AsyncCollector:
     def sync_weights(self, version: int) -> None:
         """Publish the learner's weights as ``version`` (the generator loads them before its next batch)."""
         self.policy_version = version
-        if self._finalizer is None or not self._finalizer.alive:  # not started (it starts from the learner's
-            return  # weights then) or finished
+        if self._finalizer is None or not self._finalizer.alive or not self._proc.is_alive():
+            return  # not started (it starts from these weights), finished, or dead (the next collect says why)
         self._publish_s = self.weights.publish(self._params, version)
         self._published = version
 

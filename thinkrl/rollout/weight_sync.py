@@ -218,20 +218,18 @@ class NcclWeights:
         return time.perf_counter() - start
 
     def _receive(self) -> None:
+        """The generator's receiver thread (a daemon: it ends with the process)."""
         version = torch.empty(1, dtype=torch.long, device=self.device)
         incoming = {k: torch.empty_like(v) for k, v in self._staging.items()}
         while True:
             self._broadcast(version)
-            v = int(version.item())
-            if v == NOTHING:  # the learner closed
-                return
             for key in self.layout.sizes:
                 self._broadcast(incoming[key])
             torch.cuda.synchronize(self.device)
             with self._lock:
                 for key, buf in incoming.items():
                     self._staging[key].copy_(buf)
-                self._version = v
+                self._version = int(version.item())
 
     def load_into(self, tensors: Sequence[torch.Tensor]) -> int:
         with self._lock, torch.no_grad():
@@ -240,9 +238,8 @@ class NcclWeights:
             return self._version
 
     def close(self) -> None:
-        """The learner's side tells the receiver to stop."""
-        if self._group is not None and self._thread is None:
-            self._broadcast(torch.tensor([NOTHING], dtype=torch.long, device=self.device))
+        """Drop the group (the generator's receiver ends with its process)."""
+        self._group = None
 
     def _broadcast(self, t: torch.Tensor) -> None:
         import torch.distributed as dist
