@@ -241,14 +241,20 @@ def test_async_runs_ahead_with_bounded_staleness_in_data_order(tmp_path):
         sync.train_step()
         positions.append(sync.data_position())
     tr = make_trainer(tmp_path / "async", f"rollout.max_staleness={k}", f"train.steps={steps}", *ASYNC)
+    publish = tr.collector.sync_weights
+
+    def held_back(version):  # a slow learner: every batch version v - 1 admits is made before v exists
+        deadline = time.monotonic() + 60
+        while tr.collector.buffered() < min(k, steps - version) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        publish(version)
+
+    tr.collector.sync_weights = held_back
     before = params(tr.model)
     for step in range(steps):
-        if step:  # let the generator fill the buffer: batch `step` is then sampled by version step - k
-            deadline = time.monotonic() + 60
-            while tr.collector.buffered() < min(k, steps - step) and time.monotonic() < deadline:
-                time.sleep(0.01)
         m = tr.train_step()
-        assert m[f"async/staleness/{min(step, k)}"] == 1.0, (step, m)  # one version for the whole batch
+        # batch j was admitted under version j - k and finished before j - k + 1: exactly k old
+        assert m[f"async/staleness/{min(step, k)}"] == 1.0, (step, m)
         assert m["async/staleness_max"] == min(step, k)
         assert tr.data_position() == positions[step]  # the consumed batches' position, as synchronously
         assert m["async/weight_sync_s"] >= 0 and "time/wait" in m and "time/generate" in m
