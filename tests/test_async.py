@@ -18,7 +18,8 @@ from conftest import DIGITS, make_cfg, make_trainer, params
 
 from thinkrl.config import ConfigError, load_config
 from thinkrl.rollout import Prompts, SingleTurn
-from thinkrl.rollout.async_gen import AsyncCollector, GeneratedBatch, run_generator, staleness_metrics
+from thinkrl.rollout.async_collector import AsyncCollector, staleness_metrics
+from thinkrl.rollout.async_gen import GeneratedBatch, run_generator
 from thinkrl.rollout.weight_sync import SharedWeights
 
 ASYNC = ["asynchronous.generator_threads=1", "train.num_threads=1", "algorithm.tis_cap=2.0"]

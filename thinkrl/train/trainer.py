@@ -36,7 +36,7 @@ from thinkrl.core.lora import is_lora
 from thinkrl.eval.files import write_json
 from thinkrl.rewards import RewardScorer
 from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, SingleTurn, build_engine
-from thinkrl.rollout.async_gen import AsyncCollector
+from thinkrl.rollout.async_collector import AsyncCollector
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.checks import check_config
 from thinkrl.train.learner import Learner, frozen_copy
@@ -109,7 +109,7 @@ class GRPOTrainer(TrainingLoop):
             engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
         self.engine = self.parallel.wrap_engine(engine, self.model)
         self.collector = Collector(cfg, prompts, self.engine, self.scorer, tokenizer, self.parallel)
-        if cfg.rollout.max_staleness:  # a generator process samples ahead (rollout/async_gen.py)
+        if cfg.rollout.max_staleness:  # a generator process samples ahead (rollout/async_collector.py)
             self.collector = AsyncCollector(
                 self.collector, self.model, self.scorer, tokenizer, self.parallel, custom_engine=custom_engine
             )
