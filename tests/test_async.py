@@ -168,7 +168,7 @@ def _async_copy(trainer, *overrides):
     return collector
 
 
-def test_async_refuses_what_cannot_run_in_a_generator_process(tmp_path):
+def test_async_refuses_what_cannot_run_in_a_generator_process(tmp_path, monkeypatch):
     tr = make_trainer(tmp_path, "train.num_threads=1")
     c = _async_copy(tr, "rollout.max_staleness=1", "algorithm.tis_cap=2.0")
     args = (c, tr.model, tr.scorer, tr.tokenizer)
@@ -181,7 +181,15 @@ def test_async_refuses_what_cannot_run_in_a_generator_process(tmp_path):
                        tr.parallel)  # fmt: skip
     with pytest.warns(UserWarning, match="no off-policy correction"):
         AsyncCollector(_async_copy(tr, "rollout.max_staleness=1"), *args[1:], tr.parallel)
-    # a closure cannot be pickled into the generator: named, with the fix, when the trainer is built
+    # an engine builder or a reward the generator cannot receive: named, with the fix, when the trainer is built
+    from thinkrl.rollout import ENGINES
+
+    with (
+        monkeypatch.context() as m,
+        pytest.raises(ValueError, match=r"rollout.engine='inline''s builder by pickl"),
+    ):
+        m.setitem(ENGINES, "inline", lambda cfg, model, tok: ENGINES["builtin"](cfg, model, tok))
+        make_trainer(tmp_path / "e", "rollout.max_staleness=1", "rollout.engine=inline", *ASYNC)
     with pytest.raises(ValueError, match=r"receives the reward '<lambda>' by pickling.*module level"):
         make_trainer(tmp_path / "b", "rollout.max_staleness=1", *ASYNC,
                      rewards=(lambda prompts, completions, **kw: [0.0] * len(completions),))  # fmt: skip

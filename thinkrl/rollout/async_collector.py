@@ -135,6 +135,7 @@ class AsyncCollector:
         self._finalizer: Any = None
         self._published = -1
         self._publish_s = 0.0
+        self._expected = 0  # the batch the learner is waiting for
 
     # ------------------------------------------------------------------------------ the collector's interface
     def collect(
@@ -151,6 +152,7 @@ class AsyncCollector:
             self._start(step)
         elif self._published < step:  # a skipped step: these weights are version `step` as well
             self.sync_weights(step)
+        self._expected = step
         with timed(timings, "wait"):
             item = self._next()
         if item.step != step:
@@ -222,9 +224,15 @@ class AsyncCollector:
                 item = pickle.loads(self._queue.get(timeout=0.2))
             except queue_lib.Empty:
                 if not self._proc.is_alive():
+                    code = self._proc.exitcode
+                    how = (
+                        f"was killed by signal {-code} (out of memory?)"
+                        if code < 0
+                        else f"exited (code {code})"
+                    )
                     raise RuntimeError(
-                        f"the generator process exited (code {self._proc.exitcode}) before sending a batch; "
-                        "its output above says why"
+                        f"the generator process {how} before sending batch {self._expected}; its output above, "
+                        "if any, says why"
                     ) from None
                 continue
             if isinstance(item, GeneratorFailed):
