@@ -18,6 +18,7 @@ from thinkrl.config.checks import check, check_eval_sampling, check_model_dtype,
 from thinkrl.config.loading import ConfigError, config_to_yaml, explain_error, load_structured, save_config
 from thinkrl.config.schema import (
     AlgorithmConfig,
+    AsyncConfig,
     Config,
     CriticConfig,
     DataConfig,
@@ -49,6 +50,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 __all__ = [
     "AlgorithmConfig",
+    "AsyncConfig",
     "Config",
     "ConfigError",
     "CriticConfig",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from thinkrl.config.asynchronous import check_async
 from thinkrl.config.loading import ConfigError
 from thinkrl.config.schema import Config, EvalSampling
 from thinkrl.config.tools import check_tools_fields
@@ -189,3 +190,4 @@ def validate(cfg: Config) -> None:
     check(cfg.data.max_prompt_tokens >= 1, "data.max_prompt_tokens must be >= 1")
     check_doctor_fields(cfg)
     check_tools_fields(cfg.tools, check)
+    check_async(cfg)

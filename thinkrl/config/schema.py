@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from thinkrl.config.asynchronous import AsyncConfig
 from thinkrl.config.critic import CriticConfig
 from thinkrl.config.grading import GradingConfig, RewardSpec, SandboxConfig
 from thinkrl.config.monitoring import DoctorConfig, LogConfig
@@ -121,6 +122,9 @@ class RolloutConfig:
     and wakes it before the weight push (no effect on CPU, where vLLM has no sleep mode)."""
     vllm_kwargs: dict[str, Any] = field(default_factory=dict)
     """vLLM only: extra keyword arguments for ``vllm.LLM`` (e.g. ``{max_num_seqs: 256}``); they override ours."""
+    max_staleness: int = 0
+    """0: generate, then train (each batch sampled by the weights it trains). k >= 1: a generator process runs
+    ahead and the learner trains on samples drawn by weights at most k updates old (section ``asynchronous``)."""
 
 
 @dataclass
@@ -329,10 +333,13 @@ class Config:
     """Run-doctor thresholds (docs/visibility.md)."""
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     """Multi-turn tool use: the Python tool environment and its limits (docs/tools.md)."""
+    asynchronous: AsyncConfig = field(default_factory=AsyncConfig)
+    """The generator process of asynchronous RL (``rollout.max_staleness`` >= 1)."""
 
 
 __all__ = [
     "AlgorithmConfig",
+    "AsyncConfig",
     "Config",
     "CriticConfig",
     "DataConfig",

@@ -36,6 +36,7 @@ from thinkrl.core.lora import is_lora
 from thinkrl.eval.files import write_json
 from thinkrl.rewards import RewardScorer
 from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, build_engine, build_environment
+from thinkrl.rollout.async_collector import AsyncCollector
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.checks import check_config
 from thinkrl.train.critic import build_critic
@@ -108,10 +109,15 @@ class GRPOTrainer(TrainingLoop):
         )  # fmt: skip
         longest = max(map(len, prompts.ids))  # fails at start, not mid-rollout, when positions run out
         check_positions(self.model, longest, cfg.rollout.max_new_tokens, "rollout.max_new_tokens")
+        custom_engine = engine is not None
         if engine is None:
             engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
         self.engine = self.parallel.wrap_engine(engine, self.model)
         self.collector = Collector(cfg, prompts, self.engine, self.scorer, tokenizer, self.parallel)
+        if cfg.rollout.max_staleness:  # a generator process samples ahead (rollout/async_collector.py)
+            self.collector = AsyncCollector(
+                self.collector, self.model, self.scorer, tokenizer, self.parallel, custom_engine=custom_engine
+            )
         # only what trains (all weights, or LoRA adapters) gets optimizer state and gradient all-reduces
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], t)
         a = cfg.algorithm
