@@ -100,10 +100,12 @@ def test_a_new_environment_answers_turns_and_the_collector_runs_its_episodes(tmp
     assert env.step(row, " <calc>1/0</calc>").observation == " <result>error</result>"
     assert env.step(row, " <answer>5</answer>", history=["a", "b"]) == Turn(done=True, info={"tool_calls": 1})
     # the engine always calls: three calls are answered, the fourth ends the episode (max_calls=3)
-    traj, _ = _collector(tmp_path, env, _Fixed(tok, "<calc>2+3</calc>"), **{"rollout.max_new_tokens": 200}).collect(0)
+    traj, _ = _collector(
+        tmp_path, env, _Fixed(tok, "<calc>2+3</calc>"), **{"rollout.max_new_tokens": 200}
+    ).collect(0)
     assert traj.texts[0] == "<calc>2+3</calc> <result>5</result>" * 3 + "<calc>2+3</calc>"
     obs = len(" <result>5</result>")
-    assert traj.loss_mask[0].tolist()[:16 + obs] == [True] * 16 + [False] * obs
+    assert traj.loss_mask[0].tolist()[: 16 + obs] == [True] * 16 + [False] * obs
     assert traj.rows[0] in DIGITS and int(traj.lengths[0]) == 4 * 16 + 3 * obs
     env.stop_strings = ()  # without turn stop strings it is a single-turn environment: done=False is refused
     with pytest.raises(NotImplementedError, match="single-turn environments.*A new environment"):

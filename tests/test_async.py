@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DIGITS, make_cfg, make_trainer, params
+from conftest import DIGITS, make_cfg, params
+from conftest import make_trainer as _make_trainer
+from generator_side import broken_engine, digit_share
 
 from thinkrl.config import ConfigError, load_config
 from thinkrl.rollout import Prompts, SingleTurn
@@ -23,6 +25,11 @@ from thinkrl.rollout.async_gen import GeneratedBatch, run_generator
 from thinkrl.rollout.weight_sync import SharedWeights
 
 ASYNC = ["asynchronous.generator_threads=1", "train.num_threads=1", "algorithm.tis_cap=2.0"]
+
+
+def make_trainer(tmp_path, *overrides, rewards=(digit_share,)):
+    """conftest's trainer on the toy task, with a reward the generator process can import by name."""
+    return _make_trainer(tmp_path, *overrides, rewards=rewards)
 
 
 # ------------------------------------------------------------------------------------------------- config
@@ -195,17 +202,6 @@ def test_async_refuses_what_cannot_run_in_a_generator_process(tmp_path, monkeypa
                      rewards=(lambda prompts, completions, **kw: [0.0] * len(completions),))  # fmt: skip
 
 
-def broken_engine(cfg, model, tokenizer):
-    """The built-in engine in the learner (its evaluation engine); fails in the generator process."""
-    import multiprocessing
-
-    from thinkrl.rollout import ENGINES
-
-    if multiprocessing.parent_process() is not None:
-        raise RuntimeError("this engine cannot start here")
-    return ENGINES["builtin"](cfg, model, tokenizer)
-
-
 def test_learner_gets_the_generator_traceback(tmp_path, monkeypatch):
     """A generator that fails fails the learner's step with its traceback, and is gone."""
     from thinkrl.rollout import ENGINES
@@ -276,11 +272,13 @@ RESUME_SCRIPT = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from conftest import DIGITS, make_trainer
+    from generator_side import digit_share
 
     def main(tmp, kill_at):
         tr = make_trainer(tmp, "rollout.max_staleness=2", "train.steps=6", "train.save_every=1",
                           "train.keep_last=6", "train.resume=true", "log.completions_per_step=0",
-                          "asynchronous.generator_threads=1", "train.num_threads=1", "algorithm.tis_cap=2.0")
+                          "asynchronous.generator_threads=1", "train.num_threads=1", "algorithm.tis_cap=2.0",
+                          rewards=(digit_share,))
         step = tr.train_step
 
         def killing_step():
