@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from thinkrl.rewards.sandbox.command import ENV, build_command, limits_dict
 from thinkrl.rewards.sandbox.limits import Backend, SandboxError, SandboxLimits, SandboxResult
@@ -84,6 +85,15 @@ class Sandbox:
         self._lock = threading.Lock()
         self.unisolated_runs = 0
         """Runs made without isolation (only with ``allow_unisolated``); the caller warns when it grows."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the asynchronous generator process receives the tool environment, and its sandbox, by pickling: the
+        # policy and the probe's result travel, the lock is the receiving process's own
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _candidates(self) -> list[Backend]:
         cands: list[Backend] = []
