@@ -6,6 +6,7 @@ non-finite critic, the tool missing from evaluation)."""
 from __future__ import annotations
 
 import pickle
+import re
 
 import torch
 from conftest import params, run_metrics
@@ -46,11 +47,12 @@ def capture_batches(trainer, monkeypatch) -> list:
 
 
 def assert_observations_carry_no_loss(batch) -> None:
-    """Rows that called the tool: their observation tokens are attended to but carry no loss."""
-    completion_attn = batch.attention_mask[:, -batch.mask.shape[1] :].bool()
-    observation = completion_attn & ~batch.mask.bool()
+    """The completion tokens that are attended to but carry no loss are exactly the tool's observations
+    (``<output>...</output>`` blocks), and some row has one."""
+    observation = batch.attention_mask[:, -batch.mask.shape[1] :].bool() & ~batch.mask.bool()
     assert observation.any(), "no observation tokens reached the learner"
-    assert bool((batch.mask[observation] == 0).all())
+    for ids_, obs in zip(batch.completion_ids, observation):
+        assert re.fullmatch(r"(<output>.*?</output>)*", TOK.decode(ids_[obs].tolist()), re.DOTALL)
 
 
 # ------------------------------------------------------------------------------------------- 1. async x tools
