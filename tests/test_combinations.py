@@ -79,6 +79,8 @@ def test_async_with_tools_generates_episodes_whose_observations_carry_no_loss(tm
     before = params(tr.model)
     history = [tr.train_step() for _ in range(2)]
     assert all(m["tool/calls_per_sample"] > 0 and m["async/staleness_max"] <= 1 for m in history), history
+    # the generator's log-probs are the learner's on the model's tokens (observations, sampled by no one, excluded)
+    assert history[0]["async/staleness_max"] == 0 and history[0]["train/logprob_mismatch"] < 1e-4
     for batch in seen:
         assert_observations_carry_no_loss(batch)
     assert any(not torch.equal(before[k], v) for k, v in params(tr.model).items())
