@@ -4,6 +4,8 @@ reference). Kept out of conftest.py on purpose: in the whole suite tests/vllm_en
 
 from __future__ import annotations
 
+ASYNC = ["asynchronous.generator_threads=1", "train.num_threads=1", "algorithm.tis_cap=2.0"]
+
 
 def digit_share(prompts, completions, answer, **kw):
     """The toy task's reward (as conftest's ``copy_digit``): the share of the 4 completion characters that repeat
@@ -20,3 +22,11 @@ def broken_engine(cfg, model, tokenizer):
     if multiprocessing.parent_process() is not None:
         raise RuntimeError("this engine cannot start here")
     return ENGINES["builtin"](cfg, model, tokenizer)
+
+
+def make_trainer(tmp_path, *overrides, rewards=(digit_share,)):
+    """conftest's trainer on the toy task, with a reward the generator process can import by name (conftest is
+    imported here, not at the top: the generator process imports this module and needs none of it)."""
+    from conftest import make_trainer as conftest_trainer
+
+    return conftest_trainer(tmp_path, *overrides, rewards=rewards)

@@ -15,21 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DIGITS, make_cfg, params
-from conftest import make_trainer as _make_trainer
-from generator_side import broken_engine, digit_share
+from generator_side import ASYNC, broken_engine, make_trainer
 
 from thinkrl.config import ConfigError, load_config
 from thinkrl.rollout import Prompts, SingleTurn
 from thinkrl.rollout.async_collector import AsyncCollector, staleness_metrics
 from thinkrl.rollout.async_gen import GeneratedBatch, run_generator
 from thinkrl.rollout.weight_sync import SharedWeights
-
-ASYNC = ["asynchronous.generator_threads=1", "train.num_threads=1", "algorithm.tis_cap=2.0"]
-
-
-def make_trainer(tmp_path, *overrides, rewards=(digit_share,)):
-    """conftest's trainer on the toy task, with a reward the generator process can import by name."""
-    return _make_trainer(tmp_path, *overrides, rewards=rewards)
 
 
 # ------------------------------------------------------------------------------------------------- config

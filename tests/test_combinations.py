@@ -10,9 +10,9 @@ import re
 
 import torch
 from conftest import params, run_metrics
-from test_async import ASYNC
-from test_async import make_trainer as async_trainer
-from test_tools import QUESTION, TOK, TOOL_MODE, Scripted, ids, memorize
+from generator_side import ASYNC
+from generator_side import make_trainer as async_trainer
+from tool_helpers import QUESTION, TOK, TOOL_MODE, Scripted, ids, memorize
 
 from thinkrl.config import load_config
 from thinkrl.rewards import in_process

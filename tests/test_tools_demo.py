@@ -14,7 +14,7 @@ from thinkrl.config import ToolsConfig
 from thinkrl.data.multiplication import heldout_pairs, split_rows
 from thinkrl.data.templates import R1_TOOLS_TEMPLATE
 from thinkrl.demo.tokenizer import TOOL_TAGS, build_tokenizer
-from thinkrl.demo.tools_corpus import TOOL_SHARE, TOOLS_PRETRAIN, _SENTENCES, iter_tool_documents
+from thinkrl.demo.tools_corpus import _SENTENCES, TOOL_SHARE, TOOLS_PRETRAIN, iter_tool_documents
 from thinkrl.demo.tools_demo import TOOLS_BASE_PATH, tool_mode_mix, tools_config
 from thinkrl.rollout.python_tool import PythonTool
 
@@ -87,5 +87,7 @@ def test_the_text_only_arm_is_the_same_run_without_the_tool():
     assert with_tool.tools.enabled and not text_only.tools.enabled
     assert with_tool.data.template == text_only.data.template == "r1_tools"
     assert with_tool.train == text_only.train and with_tool.rollout == text_only.rollout
-    mix = tool_mode_mix([{"completion": "<python>1</python><output>2</output>", "extracted": "2", "correct": False}])
+    mix = tool_mode_mix(
+        [{"completion": "<python>1</python><output>2</output>", "extracted": "2", "correct": False}]
+    )
     assert mix["mode/tool"] == 1.0  # without the tool a written call still counts as the tool mode

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed: make test-vllm runs these in .venv-vllm")
 
-from test_tools import DIRECT_MODE, QUESTION, TOK, TOOL_MODE, episodes, memorize, tool  # noqa: E402
+from tool_helpers import DIRECT_MODE, QUESTION, TOK, TOOL_MODE, episodes, memorize, tool  # noqa: E402
 
 from thinkrl.rollout import HFEngine  # noqa: E402
 from thinkrl.rollout.vllm import VLLMEngine  # noqa: E402
