@@ -144,3 +144,28 @@ def test_length_limits_are_one_line_errors_in_every_command(tmp_path, capsys):
         assert "absolute position embeddings for 16 only" in line, (name, line)
     assert not (tmp_path / "ev" / "q" / "samples.jsonl").exists()
     assert not (tmp_path / "sa" / "samples.jsonl").exists()
+
+
+def test_a_sample_stage_that_keeps_no_row_fails_and_is_not_done(tmp_path):
+    """``filters.max_tokens=0`` removes every sample: the stage raises with what removed them, writes no
+    DONE.json, and the SFT stage after it never starts on an empty file."""
+    from thinkrl.pipeline import build_pipeline, run_pipeline
+    from thinkrl.pipeline.runner import DONE_FILE
+    from thinkrl.rejection import SampleError
+
+    model = _model_folder(tmp_path / "m")
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n")
+    raw = {
+        "output_dir": str(tmp_path / "pipe"),
+        "stages": [
+            {"name": "pick", "kind": "sample", "model": str(model), "data": str(data), "k": 2, "max_new_tokens": 3,
+             "template": "plain", "progress": False, "filters": {"drop_truncated": False, "max_tokens": 0}},
+            {"name": "sft", "kind": "sft", "model.path": str(model), "data.train": "${stages.pick.data}",
+             "log.progress": False, "train": {"max_steps": 1}},
+        ],
+    }  # fmt: skip
+    with pytest.raises(SampleError, match=r"kept 0 of 2 samples \(too_long removed 2;"):
+        run_pipeline(build_pipeline(raw))
+    assert not (tmp_path / "pipe" / "pick" / DONE_FILE).exists()
+    assert not (tmp_path / "pipe" / "sft").exists()
