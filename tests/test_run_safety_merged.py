@@ -169,3 +169,24 @@ def test_a_sample_stage_that_keeps_no_row_fails_and_is_not_done(tmp_path):
         run_pipeline(build_pipeline(raw))
     assert not (tmp_path / "pipe" / "pick" / DONE_FILE).exists()
     assert not (tmp_path / "pipe" / "sft").exists()
+
+
+def test_sft_checks_the_held_out_samples_too(tmp_path):
+    """Short training samples but a held-out one past GPT-2's positions: refused at start, not at the first
+    evaluation with an index error."""
+    from transformers import AutoModelForCausalLM
+
+    from thinkrl.core import LengthError
+    from thinkrl.sft import SFTTrainer
+    from thinkrl.sft.config import load_sft_config
+
+    folder = _model_folder(tmp_path / "gpt2", positions=16)
+    tok = char_tokenizer("0123456789=+")
+    cfg = load_sft_config(
+        None, ["data.template=none", f"train.output_dir={tmp_path / 'run'}", "log.progress=false"]
+    )
+    short = [{"prompt": "1+1=", "response": "2"}]
+    SFTTrainer(cfg, model=AutoModelForCausalLM.from_pretrained(folder), tokenizer=tok, train_rows=short)
+    with pytest.raises(LengthError, match=r"longest sample \(\d+ tokens\) needs \d+ positions.*for 16 only"):
+        SFTTrainer(cfg, model=AutoModelForCausalLM.from_pretrained(folder), tokenizer=tok, train_rows=short,
+                   eval_rows=[{"prompt": "1+1=", "response": "2" * 30}])  # fmt: skip
