@@ -4,9 +4,11 @@ with a one-line message. Never a silent wrong state.
 
     python benchmarks/chaos_resume.py --trials 12            # ~6 min on 2 CPU cores
     python benchmarks/chaos_resume.py --trials 40 --out /tmp/chaos --keep
+    python benchmarks/chaos_resume.py --trials 12 --set algorithm.advantage=gae --set algorithm.entropy_target=1
 
 A trial starts a fresh run (6 GRPO steps of a tiny Llama on the copy-the-digit task, a checkpoint every step,
-``keep_last=2``) and kills it with SIGKILL 1-3 times before letting it finish, each kill either
+``keep_last=2``; ``--set`` adds config overrides, e.g. PPO's critic and the adaptive entropy coefficient, whose
+state is checkpointed too) and kills it with SIGKILL 1-3 times before letting it finish, each kill either
 
 - at a random moment of the training phase (uniform over the reference run's, from the run folder's opening), or
 - during the checkpoint write of a random step not yet saved: once its ``step-N.tmp`` appears, after 0-40 ms;
@@ -56,8 +58,9 @@ IGNORED = ("time", "time/", "throughput/", "reward/seconds/", "checkpoint/")
 """Metric keys that may differ between an interrupted and an uninterrupted run (timings, the resume's notes)."""
 
 
-def setup(root: Path) -> Path:
-    """The tiny model, the data, the reward file and the config under ``root``; returns the config path."""
+def setup(root: Path, overrides: list[str] | None = None) -> Path:
+    """The tiny model, the data, the reward file and the config under ``root`` (with ``overrides``, dotted
+    key=value pairs, merged in); returns the config path."""
     from thinkrl.testing import char_tokenizer, tiny_model
 
     tok = char_tokenizer("0123456789=")
@@ -67,8 +70,14 @@ def setup(root: Path) -> Path:
                                              for i in range(10)))  # fmt: skip
     (root / "reward.py").write_text(REWARD)
     config = root / "config.yaml"
-    config.write_text(CONFIG.format(model=root / "model", data=root / "data.jsonl", reward=root / "reward.py",
-                                    steps=STEPS))  # fmt: skip
+    text = CONFIG.format(
+        model=root / "model", data=root / "data.jsonl", reward=root / "reward.py", steps=STEPS
+    )
+    if overrides:
+        from omegaconf import OmegaConf
+
+        text = OmegaConf.to_yaml(OmegaConf.merge(OmegaConf.create(text), OmegaConf.from_dotlist(overrides)))
+    config.write_text(text)
     return config
 
 
@@ -203,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the runs (default: delete them after the table)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run, e.g. --set algorithm.advantage=gae")  # fmt: skip
     args = p.parse_args(argv)
     root = args.out or Path(tempfile.mkdtemp(prefix="thinkrl-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
-    config = setup(root)
+    config = setup(root, args.set)
     ref = start(config, root / "reference", False)
     out, err = ref.communicate()
     if ref.returncode != 0:

@@ -34,7 +34,7 @@ def test_config_command_prints_resolved_yaml(capsys):
 
 def test_bad_override_exits_2_with_message(capsys):
     assert main(["config", "algorithm.advantage=nope"]) == 2
-    assert "valid: dr_grpo, grpo, reinforce_pp, rloo" in capsys.readouterr().err
+    assert "valid: dr_grpo, gae, grpo, reinforce_pp, rloo" in capsys.readouterr().err
 
 
 def test_train_command_end_to_end(tmp_path, capsys):

@@ -34,9 +34,9 @@ def _dynamic_trainer(tmp_path, questions, minibatches, monkeypatch):
     seen: list[int] = []
     micro_step = Learner._micro_step
 
-    def count(self, micro, num_seqs, num_tokens):
+    def count(self, micro, *args, **kwargs):
         seen.append(len(micro))
-        return micro_step(self, micro, num_seqs, num_tokens)
+        return micro_step(self, micro, *args, **kwargs)
 
     monkeypatch.setattr(Learner, "_micro_step", count)
 

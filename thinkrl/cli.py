@@ -161,6 +161,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Errors a user causes (a path, a file, a config, a run folder): their message says what and how to fix
     it, so the command prints it as one line instead of a traceback."""
     from thinkrl.config import ConfigError
+    from thinkrl.core import LengthError
     from thinkrl.core.models import ModelLoadError
     from thinkrl.data.datasets import DataError
     from thinkrl.eval.benchmarks import BenchmarkError
@@ -169,7 +170,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from thinkrl.train.checkpoint import CheckpointError
     from thinkrl.train.runs import RunFolderError
 
-    return (ConfigError, DataError, ModelLoadError, BenchmarkError, EvalResumeError, SampleError,
+    return (ConfigError, DataError, ModelLoadError, LengthError, BenchmarkError, EvalResumeError, SampleError,
             CheckpointError, RunFolderError)  # fmt: skip
 
 

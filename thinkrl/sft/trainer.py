@@ -91,11 +91,13 @@ class SFTTrainer(TrainingLoop):
             train_rows = load_sft_rows(d.train, d.split, d.max_rows)
         self.examples, self.dropped = build_examples(train_rows, tokenizer, d, t.max_seq_len)
         self.lengths = [len(e) for e in self.examples]
-        if self.lengths:  # packed samples restart their positions: the longest sample is what must fit
-            check_positions(self.model, max(self.lengths), 0, "train.max_seq_len", item="sample")
         if eval_rows is None and d.eval:
             eval_rows = load_sft_rows(d.eval, "test")
         self.eval_examples = build_examples(eval_rows, tokenizer, d, t.max_seq_len)[0] if eval_rows else []
+        # packed samples restart their positions: the longest sample (held-out ones too) is what must fit
+        longest = max(self.lengths + [len(e) for e in self.eval_examples], default=0)
+        if longest:
+            check_positions(self.model, longest, 0, "train.max_seq_len", item="sample")
 
         self._plans: dict[int, list[list[list[int]]]] = {}
         epoch_steps = [steps_in(len(self._plan(e)), t.grad_accum_steps) for e in range(t.epochs)]
