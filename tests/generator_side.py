@@ -22,11 +22,3 @@ def broken_engine(cfg, model, tokenizer):
     if multiprocessing.parent_process() is not None:
         raise RuntimeError("this engine cannot start here")
     return ENGINES["builtin"](cfg, model, tokenizer)
-
-
-def make_trainer(tmp_path, *overrides, rewards=(digit_share,)):
-    """conftest's trainer on the toy task, with a reward the generator process can import by name (conftest is
-    imported here, not at the top: the generator process imports this module and needs none of it)."""
-    from conftest import make_trainer as conftest_trainer
-
-    return conftest_trainer(tmp_path, *overrides, rewards=rewards)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import signal
@@ -15,13 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DIGITS, make_cfg, params
-from generator_side import ASYNC, broken_engine, make_trainer
+from conftest import make_trainer as toy_trainer
+from generator_side import ASYNC, broken_engine, digit_share
 
 from thinkrl.config import ConfigError, load_config
 from thinkrl.rollout import Prompts, SingleTurn
 from thinkrl.rollout.async_collector import AsyncCollector, staleness_metrics
 from thinkrl.rollout.async_gen import GeneratedBatch, run_generator
 from thinkrl.rollout.weight_sync import SharedWeights
+
+# conftest's trainer on the toy task, with a reward the generator process can import by name
+make_trainer = functools.partial(toy_trainer, rewards=(digit_share,))
 
 
 # ------------------------------------------------------------------------------------------------- config

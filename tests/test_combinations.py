@@ -5,13 +5,13 @@ non-finite critic, the tool missing from evaluation)."""
 
 from __future__ import annotations
 
+import functools
 import pickle
 import re
 
 import torch
-from conftest import params, run_metrics
-from generator_side import ASYNC
-from generator_side import make_trainer as async_trainer
+from conftest import make_trainer, params, run_metrics
+from generator_side import ASYNC, digit_share
 from tool_helpers import QUESTION, TOK, TOOL_MODE, Scripted, ids, memorize
 
 from thinkrl.config import load_config
@@ -20,6 +20,9 @@ from thinkrl.rewards.accuracy import exact_match_reward
 from thinkrl.rollout import Prompts, build_environment
 from thinkrl.testing import tiny_model
 from thinkrl.train import GRPOTrainer
+
+# a reward the generator process can import by name
+async_trainer = functools.partial(make_trainer, rewards=(digit_share,))
 
 TOOL_RUN = [
     "data.template=plain", "rollout.group_size=2", "rollout.prompts_per_step=2", "rollout.max_new_tokens=60",

@@ -11,6 +11,7 @@ from conftest import make_trainer, params
 from thinkrl.algorithms import masked_whiten
 from thinkrl.train.batch import batch_from_trajectories
 from thinkrl.train.metrics import step_view
+from thinkrl.train.runs import RunFolderError
 
 GAE = ("algorithm.advantage=gae", "critic.lr=1e-2")
 
@@ -123,13 +124,19 @@ def test_a_critic_from_a_folder_and_its_refusals(tmp_path, monkeypatch):
     ):
         make_trainer(tmp_path / "run2", *GAE, f"critic.model={other}")
     make_trainer(tmp_path / "plain", "train.steps=1").train()
+    resume = ("train.steps=2", "train.resume=true")
+    # the run folder refuses a changed config first; forced past it, the critic's own checks speak
+    with pytest.raises(
+        RunFolderError, match=r"written with another config \(algorithm.advantage: 'grpo' -> 'gae'"
+    ):
+        make_trainer(tmp_path / "plain", *GAE, "critic.model=policy", *resume)
     with pytest.raises(ValueError, match=r"checkpoint has no critic"):
-        make_trainer(tmp_path / "plain", *GAE, "critic.model=policy", "train.steps=2", "train.resume=true")
+        make_trainer(tmp_path / "plain", *GAE, "critic.model=policy", *resume, "train.resume_force=true")
     make_trainer(tmp_path / "head", *GAE, "train.steps=1").train()
     with pytest.raises(
         ValueError, match=r"does not fit critic.model='policy' \(was the run started with another"
     ):
-        make_trainer(tmp_path / "head", *GAE, "critic.model=policy", "train.steps=2", "train.resume=true")
+        make_trainer(tmp_path / "head", *GAE, "critic.model=policy", *resume, "train.resume_force=true")
     monkeypatch.setattr("thinkrl.train.critic.split_lm_head", lambda model: None)
     with pytest.raises(ValueError, match=r"critic.model=head needs .* set critic.model=policy"):
         make_trainer(tmp_path / "run3", *GAE)

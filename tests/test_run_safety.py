@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import DIGITS, copy_digit, make_trainer, params, run_metrics
+from conftest import DIGITS, copy_digit, make_cfg, make_trainer, params, run_metrics
 
 from thinkrl.train.checkpoint import (
     CheckpointError,
@@ -214,8 +214,6 @@ def test_weights_load_through_the_models_own_key_mapping(tmp_path, arch):
 
 
 def test_gpt_neox_run_resumes_exactly(tmp_path):
-    from conftest import make_cfg
-
     from thinkrl.testing import char_tokenizer
     from thinkrl.train import GRPOTrainer
 
