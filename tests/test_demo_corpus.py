@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from thinkrl.data.addition import chain_text, heldout_problems, split_rows
 from thinkrl.data.templates import R1_ZERO_TEMPLATE, render_prompt
 from thinkrl.demo import DEMO_BASE_PATH, build_model, build_tokenizer, classify_completion, pretrain
-from thinkrl.demo.corpus import _R1_SENTENCES, CORPUS_MIX, sample_documents
+from thinkrl.demo.corpus import CORPUS_MIX, R1_SENTENCES, quoted_instruction_tails, sample_documents
 from thinkrl.demo.tokenizer import TAG_TOKENS
 
 N_DOCS = 20_000
@@ -42,14 +42,10 @@ def test_no_reasoning_trace_after_the_r1_template(docs):
     chains exist (the chain mode RL selects), never under the instruction.
     """
     assert all(R1_PREFIX not in d for d in docs)
-    quoted = 0
-    for d in docs:
-        starts = [d.find(s) for s in _R1_SENTENCES if s in d]
-        if starts:
-            quoted += 1
-            after = d[min(starts) :]
-            assert set(_think_contents(after)) <= ALLOWED_THINK, d
-    assert quoted > 0, "the corpus should quote the instruction (familiar words), just never with reasoning"
+    tails = quoted_instruction_tails(docs, R1_SENTENCES)
+    for after in tails:
+        assert set(_think_contents(after)) <= ALLOWED_THINK, after
+    assert tails, "the corpus should quote the instruction (familiar words), just never with reasoning"
 
 
 def test_corpus_has_tagged_chains_and_wrong_answers(docs):

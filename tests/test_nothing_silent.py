@@ -140,6 +140,13 @@ def test_length_limits_fail_at_start_for_absolute_positions(tmp_path):
     ):
         GRPOTrainer(cfg, model=_gpt2(len(tok), 16), tokenizer=tok, reward_funcs=[copy_digit],
                     train_rows=[{"question": "1", "answer": "1"}])  # fmt: skip
+    # the held-out prompts too, at the start (a resume may raise eval.max_new_tokens), not at the first eval
+    cfg = make_cfg(
+        tmp_path / "eval", "rollout.max_new_tokens=4", "eval.every_steps=1", "eval.max_new_tokens=20"
+    )
+    with pytest.raises(LengthError, match=r"longest held-out prompt \(2 tokens\) \+ eval.max_new_tokens=20"):
+        GRPOTrainer(cfg, model=_gpt2(len(tok), 16), tokenizer=tok, reward_funcs=[copy_digit],
+                    train_rows=[{"question": "1", "answer": "1"}], eval_rows=[{"question": "1", "answer": "1"}])  # fmt: skip
     rows = [{"id": "a", "question": "1", "answer": "1"}]
     with pytest.raises(LengthError, match=r"max_new_tokens=20 needs 22 positions"):
         evaluate(

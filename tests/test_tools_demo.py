@@ -13,8 +13,9 @@ from transformers import AutoTokenizer
 from thinkrl.config import ToolsConfig
 from thinkrl.data.multiplication import heldout_pairs, split_rows
 from thinkrl.data.templates import R1_TOOLS_TEMPLATE
+from thinkrl.demo.corpus import quoted_instruction_tails
 from thinkrl.demo.tokenizer import TOOL_TAGS, build_tokenizer
-from thinkrl.demo.tools_corpus import _SENTENCES, TOOL_SHARE, TOOLS_PRETRAIN, iter_tool_documents
+from thinkrl.demo.tools_corpus import TOOL_SENTENCES, TOOL_SHARE, TOOLS_PRETRAIN, iter_tool_documents
 from thinkrl.demo.tools_demo import TOOLS_BASE_PATH, tool_mode_mix, tools_config
 from thinkrl.rollout.python_tool import PythonTool
 
@@ -33,15 +34,11 @@ def test_the_r1_zero_rule_holds_for_the_tools_corpus(docs):
     """No document holds the template's instruction; a quoted sentence of it is never followed by a reasoning
     block or a tool call (chat logs with tool calls exist, never under the instruction)."""
     assert all(PREFIX not in d for d in docs)
-    quoted = 0
-    for d in docs:
-        starts = [d.find(s) for s in _SENTENCES if s in d]
-        if starts:
-            quoted += 1
-            after = d[min(starts) :]
-            thinks = [m.group(1).strip() for m in re.finditer(r"<think>(.*?)(?:</think>|$)", after, re.S)]
-            assert set(thinks) <= ALLOWED_THINK and "<python>print(" not in after, d
-    assert quoted > 0
+    tails = quoted_instruction_tails(docs, TOOL_SENTENCES)
+    for after in tails:
+        thinks = [m.group(1).strip() for m in re.finditer(r"<think>(.*?)(?:</think>|$)", after, re.S)]
+        assert set(thinks) <= ALLOWED_THINK and "<python>print(" not in after, after
+    assert tails
 
 
 def test_both_modes_are_in_the_chat_logs_and_heldout_problems_never_appear(docs):
@@ -91,3 +88,26 @@ def test_the_text_only_arm_is_the_same_run_without_the_tool():
         [{"completion": "<python>1</python><output>2</output>", "extracted": "2", "correct": False}]
     )
     assert mix["mode/tool"] == 1.0  # without the tool a written call still counts as the tool mode
+
+
+@pytest.mark.slow
+def test_the_tools_demo_runs_both_arms_and_a_rerun_moves_the_first_aside(tmp_path):
+    """Toy size (1 step, 4 held-out problems): both arms' numbers in one summary, the tool used in the tool arm
+    only, and a second demo into the same folder keeps the first one as OUT.old-1 (nothing deleted)."""
+    from thinkrl.demo.tools_demo import run_tools_demo
+
+    small = ["train.steps=1", "eval.every_steps=0", "eval.k=2", "log.progress=false",
+             "rollout.prompts_per_step=2", "rollout.group_size=2"]  # fmt: skip
+    out = tmp_path / "demo-tools"
+    first = run_tools_demo(out, overrides=small, with_text_arm=True, eval_problems=4)
+    evals = first["evals"]
+    assert set(evals) == {
+        "base (with tools)",
+        "after RL without tools (text-only arm)",
+        "after RL with tools",
+    }
+    assert evals["after RL without tools (text-only arm)"]["tool_calls_mean"] == 0
+    assert evals["base (with tools)"]["tool_calls_mean"] > 0  # the shipped base calls the tool at times
+    run_tools_demo(out, overrides=small, eval_problems=4)
+    assert (tmp_path / "demo-tools.old-1" / "text-only" / "summary.json").exists()
+    assert not (out / "text-only").exists() and (out / "summary.json").exists()

@@ -46,8 +46,33 @@ QA_WRONG_SHARE = 0.3
 QA_CHAIN_SHARE = 0.3
 """Share of ``qa`` replies that work the sum out in tags: the chain mode RL can select."""
 
-# The instruction's sentences, quoted one at a time in prose (never the whole template, never a dialogue).
-_R1_SENTENCES = [s.strip() + "." for s in R1_ZERO_TEMPLATE.split("User:")[0].split(". ") if s.strip()]
+
+def template_sentences(template: str) -> list[str]:
+    """The sentences of a template's instruction (the text before ``User:``), each ending in a full stop.
+
+    >>> template_sentences("Be brief. Answer in tags. User: {question}")
+    ['Be brief.', 'Answer in tags.']
+    """
+    return [s.strip() + "." for s in template.split("User:")[0].split(". ") if s.strip()]
+
+
+def quoted_instruction_tails(docs: list[str], sentences: list[str]) -> list[str]:
+    """For every document that quotes one of ``sentences``, its text from the first quote on: what the R1-Zero
+    rule checks (nothing after the instruction may show reasoning).
+
+    >>> quoted_instruction_tails(["a. Be brief. <think>x</think>", "none here"], ["Be brief."])
+    ['Be brief. <think>x</think>']
+    """
+    tails = []
+    for d in docs:
+        starts = [d.find(s) for s in sentences if s in d]
+        if starts:
+            tails.append(d[min(starts) :])
+    return tails
+
+
+R1_SENTENCES = template_sentences(R1_ZERO_TEMPLATE)
+"""The instruction's sentences, quoted one at a time in prose (never the whole template, never a dialogue)."""
 _PROSE = [
     "the weather was mild and the market opened early.",
     "we walked to the station and waited for the train.",
@@ -148,7 +173,7 @@ def _qa(rng: random.Random, held: set[tuple[int, ...]]) -> str:
 
 
 def _prose(rng: random.Random) -> str:
-    pool = _PROSE + _R1_SENTENCES
+    pool = _PROSE + R1_SENTENCES
     return " ".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
 
 

@@ -100,6 +100,27 @@ def _examples(samples: list[dict], rows_by_id: dict[str, dict], n: int = 3) -> l
     return out
 
 
+def start_demo(
+    out: Path, cfg: Config, path: str, split: Any, eval_problems: int, pretrain: str
+) -> tuple[Any, Any, list[dict], list[dict]]:
+    """What every demo does first: claim ``out`` (a previous demo there moves to ``OUT.old-N``; nothing is
+    deleted), set the threads, load the base model at ``path`` (``thinkrl {pretrain}`` builds it) and split the
+    task's rows with ``split`` (seed 0: every run sees the same problems). Returns (model, tokenizer, train
+    rows, the first ``eval_problems`` held-out rows with ids)."""
+    from thinkrl.core import load_model_and_tokenizer
+    from thinkrl.train.runs import claim_run_dir
+
+    claim_run_dir(out, overwrite=True, what="demo")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"no base model at {path}; run `thinkrl {pretrain} --out {path}` first")
+    model, tokenizer = load_model_and_tokenizer(path, dtype=cfg.model.dtype)
+    train_rows, held_rows = split(seed=0)
+    eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[:eval_problems])]
+    return model, tokenizer, train_rows, eval_rows
+
+
 def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
@@ -109,24 +130,17 @@ def run_demo(
     base_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to ``OUT/summary.json``)."""
-    from thinkrl.core import DEMO_BASE_PATH, load_model_and_tokenizer
+    from thinkrl.core import DEMO_BASE_PATH
     from thinkrl.rewards import build_reward_funcs
     from thinkrl.train import GRPOTrainer
-    from thinkrl.train.runs import claim_run_dir
 
     start = time.perf_counter()
     out = Path(out_dir)
-    # the demo starts over on a rerun: the previous demo in this folder moves to OUT.old-N (nothing is deleted)
-    claim_run_dir(out, overwrite=True, what="demo")
     cfg = demo_config(out, overrides)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     path = str(base_model or DEMO_BASE_PATH)
-    if not (Path(path) / "config.json").exists():
-        raise FileNotFoundError(f"no base model at {path}; run `thinkrl pretrain --out {path}` first")
-    model, tokenizer = load_model_and_tokenizer(path, dtype=cfg.model.dtype)
-    train_rows, held_rows = split_rows(seed=0)
-    eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[:eval_problems])]
+    model, tokenizer, train_rows, eval_rows = start_demo(
+        out, cfg, path, split_rows, eval_problems, "pretrain"
+    )
     rows_by_id = {r["id"]: r for r in eval_rows}
 
     print(f"[demo] base model {path}; {len(train_rows)} RL problems, {len(eval_rows)} held-out problems")

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from thinkrl.data.multiplication import HIGH, LOW, heldout_pairs, question_text, tool_code
 from thinkrl.data.templates import R1_TOOLS_TEMPLATE
-from thinkrl.demo.corpus import _PROSE, _TAG_LINES, _WORKSHEET_PREFIXES
+from thinkrl.demo.corpus import _PROSE, _TAG_LINES, _WORKSHEET_PREFIXES, template_sentences
 from thinkrl.rollout.python_tool import observation_text
 
 TOOLS_CORPUS_MIX: dict[str, float] = {
@@ -48,7 +48,7 @@ TOOL_SHARE = 0.3
 DIRECT_RIGHT_SHARE = 0.2
 """Share of direct chat answers that are right (the rest are guesses of the right size)."""
 
-_SENTENCES = [s.strip() + "." for s in R1_TOOLS_TEMPLATE.split("User:")[0].split(". ") if s.strip()]
+TOOL_SENTENCES = template_sentences(R1_TOOLS_TEMPLATE)
 """The instruction's sentences, quoted one at a time in prose (never the whole template, never a dialogue)."""
 _TOOL_TAG_LINES = [
     "code goes between <python> and </python>.",
@@ -141,7 +141,7 @@ def _facts(rng: random.Random) -> str:
 
 
 def _prose(rng: random.Random) -> str:
-    pool = _PROSE + _SENTENCES
+    pool = _PROSE + TOOL_SENTENCES
     return " ".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
 
 

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from thinkrl.analysis.report import build_report, format_comparison
 from thinkrl.config import Config, load_config
 from thinkrl.data.multiplication import split_rows
-from thinkrl.demo.run import _examples
+from thinkrl.demo.run import _examples, start_demo
 
 TOOLS_CONFIG = Path(__file__).with_name("tools_demo.yaml")
 TOOLS_BASE_PATH = Path(__file__).resolve().parent.parent / "assets" / "tools-base"
@@ -94,23 +91,16 @@ def run_tools_demo(
 ) -> dict[str, Any]:
     """Run one arm of the tools demo (and the text-only arm after it with ``with_text_arm``); returns the
     summary (also ``OUT/summary.json``)."""
-    from thinkrl.core import load_model_and_tokenizer
     from thinkrl.rewards import build_reward_funcs
     from thinkrl.train import GRPOTrainer
 
     start = time.perf_counter()
     out = Path(out_dir)
-    for stale in ("eval_base", "eval_after"):  # a rerun must not read another model's samples
-        shutil.rmtree(out / stale, ignore_errors=True)
     cfg = tools_config(out, overrides, text_only)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     path = str(base_model or TOOLS_BASE_PATH)
-    if not (Path(path) / "config.json").exists():
-        raise FileNotFoundError(f"no base model at {path}; run `thinkrl pretrain --tools --out {path}` first")
-    model, tokenizer = load_model_and_tokenizer(path, dtype=cfg.model.dtype)
-    train_rows, held_rows = split_rows(seed=0)
-    eval_rows = [{**r, "id": f"heldout-{i}"} for i, r in enumerate(held_rows[:eval_problems])]
+    model, tokenizer, train_rows, eval_rows = start_demo(
+        out, cfg, path, split_rows, eval_problems, "pretrain --tools"
+    )
     rows_by_id = {r["id"]: r for r in eval_rows}
     arm = "without tools" if text_only else "with tools"
 

@@ -88,6 +88,21 @@ class PeriodicEvaluator:
             out_dir=out_dir, env=build_environment(cfg, tokenizer) if cfg.tools.enabled else None,
         )  # fmt: skip
 
+    def check_positions(self, model: Any) -> None:
+        """At the run's start, not at the first evaluation (a resume may raise ``eval.max_new_tokens``): the
+        longest held-out prompt plus ``eval.max_new_tokens`` must fit ``model``'s positions
+        (:func:`thinkrl.core.check_positions`)."""
+        from thinkrl.core import check_positions, prompt_token_ids
+        from thinkrl.data.templates import render_prompt
+
+        s = self.sampling
+        prompts = [
+            render_prompt(s.template, r["question"], self.tokenizer, system=s.system_prompt)
+            for r in self.rows
+        ]
+        longest = max(map(len, prompt_token_ids(self.tokenizer, prompts, s.template)), default=0)
+        check_positions(model, longest, s.max_new_tokens or 0, "eval.max_new_tokens", "held-out prompt")
+
     def should_run(self, step: int, last: bool = False) -> bool:
         """True at step 0, every ``every_steps`` steps, and at the last step; never when every_steps is 0."""
         return self.every_steps > 0 and (step % self.every_steps == 0 or last)

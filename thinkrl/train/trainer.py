@@ -33,6 +33,7 @@ from thinkrl.analysis.doctor import Doctor
 from thinkrl.config import Config
 from thinkrl.core import check_positions, resolve_device, seed_everything, timed
 from thinkrl.core.lora import is_lora
+from thinkrl.eval import PeriodicEvaluator
 from thinkrl.eval.files import write_json
 from thinkrl.rewards import RewardScorer
 from thinkrl.rollout import CORRECTNESS_REWARDS, Collector, Prompts, build_engine, build_environment
@@ -109,6 +110,8 @@ class GRPOTrainer(TrainingLoop):
         )  # fmt: skip
         longest = max(map(len, prompts.ids))  # fails at start, not mid-rollout, when positions run out
         check_positions(self.model, longest, cfg.rollout.max_new_tokens, "rollout.max_new_tokens")
+        if cfg.eval.every_steps and self.eval_rows:
+            PeriodicEvaluator.from_config(cfg, self.eval_rows, tokenizer).check_positions(self.model)
         custom_engine = engine is not None
         if engine is None:
             engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
