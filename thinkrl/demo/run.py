@@ -121,6 +121,17 @@ def start_demo(
     return model, tokenizer, train_rows, eval_rows
 
 
+def finish_demo(out: Path, summary: dict[str, Any], label: str, seconds: str) -> Path:
+    """What every demo does last: ``OUT/summary.json``, the report, the before/after table on the terminal and
+    the report's path with the time (``seconds`` names it: ``total``, ``this arm``)."""
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    report = build_report(out)
+    print()
+    print(format_comparison(summary))
+    print(f"\n{label}: {report.resolve()}  ({seconds} {summary['seconds']:.0f} s)")
+    return report
+
+
 def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
@@ -175,9 +186,5 @@ def run_demo(
         "seconds": round(time.perf_counter() - start, 1),
         "config": str(out / "config.yaml"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    report = build_report(out)
-    print()
-    print(format_comparison(summary))
-    print(f"\n[demo] report: {report.resolve()}  (total {summary['seconds']:.0f} s)")
+    finish_demo(out, summary, "[demo] report", "total")
     return summary

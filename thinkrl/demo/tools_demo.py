@@ -14,15 +14,13 @@ text: nothing runs and no output comes back). ``--with-text-arm`` runs it after 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from thinkrl.analysis.report import build_report, format_comparison
 from thinkrl.config import Config, load_config
 from thinkrl.data.multiplication import split_rows
-from thinkrl.demo.run import _examples, start_demo
+from thinkrl.demo.run import _examples, finish_demo, start_demo
 
 TOOLS_CONFIG = Path(__file__).with_name("tools_demo.yaml")
 TOOLS_BASE_PATH = Path(__file__).resolve().parent.parent / "assets" / "tools-base"
@@ -140,9 +138,5 @@ def run_tools_demo(
         summary["evals"] = {base_name: base_metrics, text_name: other["evals"]["after RL without tools"],
                             after_name: after_metrics}  # fmt: skip
         summary["text_arm_seconds"] = other["seconds"]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    report = build_report(out)
-    print()
-    print(format_comparison(summary))
-    print(f"\n[demo --tools] report: {report.resolve()}  (this arm {summary['seconds']:.0f} s)")
+    finish_demo(out, summary, "[demo --tools] report", "this arm")
     return summary
