@@ -8,11 +8,14 @@ sandbox uses unprivileged user namespaces, and with the bubblewrap backend when 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +118,21 @@ def _nonroot_python() -> str | None:
     return None
 
 
+@functools.cache
+def _readable_package() -> Path:
+    """A copy of the thinkrl package the nobody user can read: the checkout may sit in a folder only its owner
+    can enter (a clean clone in a ``mktemp -d`` folder is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="thinkrl-nobody-"))
+    root.chmod(0o755)
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(
+        REPO / "thinkrl", root / "thinkrl", ignore=shutil.ignore_patterns("__pycache__", "assets")
+    )
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
 def _as_nobody(script: str, timeout: float = 240) -> dict:
     if os.geteuid() != 0:
         pytest.skip(
@@ -127,7 +145,7 @@ def _as_nobody(script: str, timeout: float = 240) -> dict:
         pytest.skip("no Python >= 3.10 that the nobody user can execute (/usr/bin/python3 or this venv's)")
     out = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", py, "-I", "-c",
-         f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + script],
+         f"import sys; sys.path.insert(0, {str(_readable_package())!r})\n" + script],
         capture_output=True, text=True, cwd="/tmp", timeout=timeout, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
