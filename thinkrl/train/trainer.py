@@ -110,8 +110,12 @@ class GRPOTrainer(TrainingLoop):
         )  # fmt: skip
         longest = max(map(len, prompts.ids))  # fails at start, not mid-rollout, when positions run out
         check_positions(self.model, longest, cfg.rollout.max_new_tokens, "rollout.max_new_tokens")
+        self.evaluator = None  # held-out evaluation every eval.every_steps, built once (with the run's tool)
         if cfg.eval.every_steps and self.eval_rows:
-            PeriodicEvaluator.from_config(cfg, self.eval_rows, tokenizer).check_positions(self.model)
+            self.evaluator = PeriodicEvaluator.from_config(
+                cfg, self.eval_rows, tokenizer, Path(t.output_dir) / "eval"
+            )
+            self.evaluator.check_positions(self.model)  # now, not at the first evaluation
         custom_engine = engine is not None
         if engine is None:
             engine = build_engine(cfg, self.model, tokenizer)  # rollout.engine: builtin or vllm
@@ -230,17 +234,13 @@ class GRPOTrainer(TrainingLoop):
         }
 
     def _maybe_eval(self, force: bool = False) -> dict[str, float]:
-        ev = self.cfg.eval
-        if not ev.every_steps or not self.eval_rows:
+        if self.evaluator is None or not (force or self.evaluator.should_run(self.step)):
             return {}
-        if not force and self.step % ev.every_steps != 0:
-            return {}
-        from thinkrl.eval import evaluate_during_training
-
         with self.parallel.full_weights(self.model):  # every rank enters; rank 0 evaluates alone
             if not self.parallel.is_main:
                 return {}
-            metrics = evaluate_during_training(self, self.eval_rows)
+            self.engine.sync_weights()
+            metrics = self.evaluator(self.engine, self.step)
         if self.step == 0:  # before any update: logged as its own record so curves start at the base model
             self.logger.log(0, metrics)
             return {}
