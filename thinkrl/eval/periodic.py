@@ -76,16 +76,24 @@ class PeriodicEvaluator:
 
     @classmethod
     def from_config(
-        cls, cfg: Config, rows: Sequence[dict[str, Any]], tokenizer: Any, out_dir: str | Path | None = None
+        cls,
+        cfg: Config,
+        rows: Sequence[dict[str, Any]],
+        tokenizer: Any,
+        out_dir: str | Path | None = None,
+        env: Any = None,
     ) -> PeriodicEvaluator:
         """The evaluator ``cfg.eval`` describes (:func:`eval_sampling`, ``every_steps``, ``max_problems``),
-        with the run's tool when ``tools.enabled``."""
+        with the run's tool when ``tools.enabled``: ``env`` when the caller has built the run's environment
+        already (the trainer's, so the sandbox is probed once), else built here."""
         from thinkrl.rollout import build_environment
 
         ev = cfg.eval
+        if cfg.tools.enabled and env is None:
+            env = build_environment(cfg, tokenizer)
         return cls(
             rows, tokenizer, eval_sampling(cfg), every_steps=ev.every_steps, max_problems=ev.max_problems,
-            out_dir=out_dir, env=build_environment(cfg, tokenizer) if cfg.tools.enabled else None,
+            out_dir=out_dir, env=env if cfg.tools.enabled else None,
         )  # fmt: skip
 
     def check_positions(self, model: Any) -> None:

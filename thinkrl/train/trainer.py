@@ -113,7 +113,7 @@ class GRPOTrainer(TrainingLoop):
         self.evaluator = None  # held-out evaluation every eval.every_steps, built once (with the run's tool)
         if cfg.eval.every_steps and self.eval_rows:
             self.evaluator = PeriodicEvaluator.from_config(
-                cfg, self.eval_rows, tokenizer, Path(t.output_dir) / "eval"
+                cfg, self.eval_rows, tokenizer, Path(t.output_dir) / "eval", env=prompts.env
             )
             self.evaluator.check_positions(self.model)  # now, not at the first evaluation
         custom_engine = engine is not None
